@@ -1,0 +1,230 @@
+"""Cost of one training step per weighting method, relative to ``ew``, side by side.
+
+    python benchmarks/weighting_cost.py [--quick] [--steps N] [--device cpu|cuda] [--methods a,b,...]
+
+Every (method, mode) gets a fresh copy of the same model (same seed) and the same batch. Time: median over
+``--steps`` steps after warm-up of forward + ``weighting.backward`` + optimizer step, all configurations timed in
+one process, interleaved step by step (so load from other processes hits every method alike). Peak memory: on CUDA,
+``torch.cuda.max_memory_allocated`` during one step above what was allocated before it; on CPU, each configuration
+runs in its own fresh subprocess and the growth of its peak resident set size (VmHWM from ``/proc/self/status``,
+``resource`` ru_maxrss where /proc is missing) over warm-up + 2 steps is reported (tracemalloc cannot see torch's tensor allocations; RSS includes
+allocator caching, so CPU numbers are coarse). Gradient methods that support it are run twice:
+``param`` (gradients w.r.t. the shared parameters) and ``rep`` (w.r.t. the shared representation).
+
+The model is built by :func:`build_model` only; point it at ``mtkd.models`` to measure the real network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+TASKS = ("semseg", "depth", "normal", "edge")
+CLASSES = 13
+
+
+def build_model() -> nn.Module:
+    """A small dense multi-task conv net: shared encoder → representation → one head per task.
+    ``forward(x)`` returns (preds: dict task → tensor, rep). Swap this for an mtkd model to benchmark it."""
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = nn.Sequential(
+                nn.Conv2d(3, 32, 3, 2, 1), nn.BatchNorm2d(32), nn.ReLU(),
+                nn.Conv2d(32, 64, 3, 2, 1), nn.BatchNorm2d(64), nn.ReLU(),
+                nn.Conv2d(64, 64, 3, 1, 1), nn.BatchNorm2d(64), nn.ReLU(),
+            )
+            out = {"semseg": CLASSES, "depth": 1, "normal": 3, "edge": 1}
+            self.heads = nn.ModuleDict({
+                t: nn.Sequential(nn.Conv2d(64, 32, 3, 1, 1), nn.ReLU(), nn.Conv2d(32, c, 1)) for t, c in out.items()
+            })
+
+        def forward(self, x):
+            rep = self.encoder(x)
+            preds = {t: F.interpolate(h(rep), size=x.shape[-2:], mode="bilinear", align_corners=False)
+                     for t, h in self.heads.items()}
+            return preds, rep
+
+        def shared_parameters(self):
+            return list(self.encoder.parameters())
+
+    return Net()
+
+
+def make_batch(n: int, size: int, device: str):
+    g = torch.Generator().manual_seed(0)
+    b = {
+        "image": torch.randn(n, 3, size, size, generator=g),
+        "semseg": torch.randint(0, CLASSES, (n, size, size), generator=g),
+        "depth": torch.rand(n, 1, size, size, generator=g) * 10,
+        "normal": F.normalize(torch.randn(n, 3, size, size, generator=g), dim=1),
+        "edge": (torch.rand(n, 1, size, size, generator=g) > 0.9).float(),
+    }
+    return {k: v.to(device) for k, v in b.items()}
+
+
+def task_losses(preds, batch):
+    return {
+        "semseg": F.cross_entropy(preds["semseg"], batch["semseg"]),
+        "depth": (preds["depth"] - batch["depth"]).abs().mean(),
+        "normal": (1 - F.cosine_similarity(preds["normal"], batch["normal"], dim=1)).mean(),
+        "edge": F.binary_cross_entropy_with_logits(preds["edge"], batch["edge"]),
+    }
+
+
+def setup(method: str, mode: str, batch: int, size: int, device: str):
+    """A closure running one training step of ``method`` (fresh model, same seed, same batch)."""
+    import mtkd.weighting as W
+
+    torch.manual_seed(0)
+    model = build_model().to(device)
+    options = {"rep_grad": True} if mode == "rep" else {}
+    weighting = W.get(method, tasks=TASKS, **options).to(device)
+    opt = torch.optim.SGD(list(model.parameters()) + list(weighting.parameters()), lr=1e-3, momentum=0.9)
+    data = make_batch(batch, size, device)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        preds, rep = model(data["image"])
+        losses = task_losses(preds, data)
+        weighting.backward(losses, extra=None, shared_params=model.shared_parameters(), rep=rep)
+        opt.step()
+
+    return step
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def peak_rss_kib() -> int:
+    """This process's peak resident set size in KiB: VmHWM from /proc (reset by exec), else ru_maxrss (which on
+    Linux can carry the parent's peak over fork + exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def cpu_memory_worker(method: str, mode: str, warmup: int, batch: int, size: int) -> float:
+    """Peak-RSS growth (MiB) over warm-up + 2 steps, in this fresh process."""
+    step = setup(method, mode, batch, size, "cpu")
+    rss0 = peak_rss_kib()
+    for _ in range(warmup + 2):
+        step()
+    return (peak_rss_kib() - rss0) / 1024
+
+
+def cuda_step_peak(step, device: str) -> float:
+    """Peak allocated memory during one step above what was allocated before it (MiB)."""
+    sync(device)
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    step()
+    sync(device)
+    return (torch.cuda.max_memory_allocated() - before) / 2**20
+
+
+def configs(methods):
+    import mtkd.weighting as W
+
+    out = []
+    for m in methods:
+        w = W.get(m, tasks=TASKS)
+        if w.family == "gradient":
+            out.append((m, "param"))
+            if w.supports_rep_grad:
+                out.append((m, "rep"))
+        else:
+            out.append((m, "loss"))
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny batch, few steps (a smoke run)")
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--methods", default=None, help="comma-separated subset (ew is always included)")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    steps = args.steps or (5 if args.quick else 20)
+    warmup = 2 if args.quick else 5
+    batch, size = (4, 32) if args.quick else (8, 96)
+
+    if args.worker:
+        method, mode = args.worker.split(":")
+        torch.set_num_threads(args.threads)
+        print(json.dumps({"peak_mib": cpu_memory_worker(method, mode, warmup, batch, size)}))
+        return
+
+    import mtkd.weighting as W
+
+    torch.set_num_threads(args.threads)
+    methods = W.names() if not args.methods else ["ew"] + [m for m in args.methods.split(",") if m != "ew"]
+    cfgs = configs(methods)
+    # timing: all configurations in this process, interleaved step by step, so load from other processes on the
+    # machine spreads evenly over the methods instead of hitting whichever ran at the wrong moment
+    steps_of = {c: setup(*c, batch, size, args.device) for c in cfgs}
+    for c in cfgs:
+        for _ in range(warmup):
+            steps_of[c]()
+    times = {c: [] for c in cfgs}
+    for _ in range(steps):
+        for c in cfgs:
+            sync(args.device)
+            t0 = time.perf_counter()
+            steps_of[c]()
+            sync(args.device)
+            times[c].append(time.perf_counter() - t0)
+    rows = []
+    for c in cfgs:
+        r = {"time_ms": 1000 * statistics.median(times[c]), "peak_mib": float("nan")}
+        if args.no_memory:
+            pass
+        elif args.device.startswith("cuda"):
+            r["peak_mib"] = cuda_step_peak(steps_of[c], args.device)
+        else:
+            cmd = [sys.executable, os.path.abspath(__file__), "--worker", f"{c[0]}:{c[1]}", "--threads",
+                   str(args.threads)] + (["--quick"] if args.quick else [])
+            res = subprocess.run(cmd, capture_output=True, text=True)
+            if res.returncode == 0:
+                r["peak_mib"] = json.loads(res.stdout.strip().splitlines()[-1])["peak_mib"]
+            else:
+                print(f"memory run of {c} failed: {res.stderr.strip()[-300:]}", file=sys.stderr)
+        rows.append((c[0], c[1], r, ""))
+        print(f"  measured {c[0]}:{c[1]}", file=sys.stderr, flush=True)
+
+    base = next(r[2] for r in rows if r[0] == "ew")
+    mem_kind = "not measured (--no-memory)" if args.no_memory else ("peak of torch.cuda.max_memory_allocated during one step above the memory allocated before it"
+                if args.device.startswith("cuda") else
+                "growth of the peak RSS (VmHWM) of a fresh process over warm-up + 2 steps")
+    print(f"device={args.device} batch={batch}x3x{size}x{size} tasks={len(TASKS)} steps={steps} (median) "
+          f"warmup={warmup}; memory = {mem_kind}")
+    print(f"{'method':<12}{'mode':<7}{'ms/step':>10}{'× ew':>8}{'peak MiB':>11}{'× ew':>8}")
+    for m, mode, r, _ in rows:
+        tr = r["time_ms"] / base["time_ms"]
+        mr = r["peak_mib"] / base["peak_mib"] if base["peak_mib"] > 0 else float("nan")
+        print(f"{m:<12}{mode:<7}{r['time_ms']:>10.1f}{tr:>8.2f}{r['peak_mib']:>11.1f}{mr:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()

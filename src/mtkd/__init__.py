@@ -1,0 +1,3 @@
+"""mtkd: multi-task dense prediction with knowledge distillation."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,28 @@
+"""Multi-task weighting methods: loss weighting (ew, uw, dwa, rlw, gradnorm, famo) and gradient methods (mgda,
+pcgrad, cagrad, imtl, nashmtl, graddrop, gradvac, alignedmtl, dbmtl).
+
+    w = mtkd.weighting.get("pcgrad", tasks=["semseg", "depth"])
+    weights = w.backward(losses, extra=kd, shared_params=encoder.parameters(), rep=features)
+    d = mtkd.weighting.get("mgda").combine(G)      # any gradient method, on a T×D matrix, no tasks needed
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from mtkd.weighting import (  # noqa: F401  (registration)
+    alignedmtl, cagrad, dbmtl, dwa, ew, famo, graddrop, gradnorm, gradvac, imtl, mgda, nashmtl, pcgrad, rlw, uw,
+)
+from mtkd.weighting.base import WEIGHTINGS, GradientWeighting, LossWeighting, Weighting
+
+__all__ = ["GradientWeighting", "LossWeighting", "Weighting", "get", "names"]
+
+
+def get(name: str, tasks: Sequence[str] = (), **options: Any) -> Weighting:
+    """Build the weighting method ``name``; an unknown name raises MtkdError with the closest names."""
+    return WEIGHTINGS.get(name)(tasks, **options)
+
+
+def names() -> list[str]:
+    return WEIGHTINGS.names()

@@ -1,0 +1,144 @@
+"""The gradient-family plumbing on a tiny two-layer model, and the user-facing errors."""
+
+import pytest
+import torch
+
+import mtkd.weighting as W
+from mtkd.errors import MtkdError
+
+from weighting_tiny import TASKS, expected_grads, losses_of, make_batch, make_model, shared_params
+
+GRADIENT = [n for n in W.names() if W.get(n, tasks=TASKS).family == "gradient"]
+REP = [n for n in GRADIENT if W.get(n).supports_rep_grad]
+OPTIONS = {"mgda": {"normalization": "loss+"}}
+
+
+def run(name, rep_grad=False, **opts):
+    x, y = make_batch()
+    model = make_model()
+    L, extra, rep = losses_of(model, x, y)
+    options = {**OPTIONS.get(name, {}), **opts}
+    if rep_grad:
+        options["rep_grad"] = True
+    w = W.get(name, tasks=TASKS, **options)
+    calls = []
+    weights = w.backward(L, extra=extra, shared_params=shared_params(model), rep=rep,
+                         backward_fn=lambda t: (calls.append(1), t.backward()))
+    assert len(calls) == 1  # exactly one backward through the graph
+    got_shared = [p.grad for p in shared_params(model)]
+    got_heads = [p.grad for h in model.heads.values() for p in h.parameters()]
+    ref_shared, ref_heads = expected_grads(name, options, x, y, rep_grad=rep_grad)
+    return weights, got_shared, got_heads, ref_shared, ref_heads
+
+
+@pytest.mark.parametrize("name", GRADIENT)
+def test_param_mode_shared_grads_are_combined(name):
+    weights, gs, gh, rs, rh = run(name)
+    assert list(weights) == list(TASKS)
+    for a, b in zip(gs, rs):
+        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-10)
+    for a, b in zip(gh, rh):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", REP)
+def test_rep_mode(name):
+    weights, gs, gh, rs, rh = run(name, rep_grad=True)
+    for a, b in zip(gs, rs):
+        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-10)
+    for a, b in zip(gh, rh):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_gradient_accumulation_adds():
+    x, y = make_batch()
+    model = make_model()
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    L, extra, rep = losses_of(model, x, y)
+    W.get("mgda", tasks=TASKS).backward(L, extra=extra, shared_params=shared_params(model))
+    ref_shared, _ = expected_grads("mgda", {}, x, y)
+    for p, r in zip(shared_params(model), ref_shared):
+        torch.testing.assert_close(p.grad, r + 1)
+
+
+@pytest.mark.parametrize("name", ["ew", "uw", "gradnorm", "famo", "rlw", "dwa"])
+def test_loss_family_on_model(name):
+    x, y = make_batch()
+    model = make_model()
+    L, extra, rep = losses_of(model, x, y)
+    w = W.get(name, tasks=TASKS)
+    weights = w.backward(L, extra=extra, shared_params=shared_params(model), rep=rep)
+    assert list(weights) == list(TASKS)
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_unknown_name_suggests_closest():
+    with pytest.raises(MtkdError, match="did you mean 'pcgrad'"):
+        W.get("pcgard")
+    assert "mgda" in W.names() and len(W.names()) == 15
+
+
+def test_unknown_option_refused():
+    with pytest.raises(MtkdError, match=r"unknown option\(s\) 'alpha' for weighting 'cagrad'; valid options: c, "):
+        W.get("cagrad", alpha=0.5)
+    with pytest.raises(MtkdError, match="must be one of"):
+        W.get("mgda", normalization="l1")
+
+
+@pytest.mark.parametrize("name", [n for n in GRADIENT if n not in REP])
+def test_rep_grad_refused_where_unsupported(name):
+    with pytest.raises(MtkdError, match="does not support rep_grad=True"):
+        W.get(name, rep_grad=True)
+
+
+def test_rep_grad_without_rep_refused():
+    x, y = make_batch()
+    L, extra, _ = losses_of(make_model(), x, y)
+    with pytest.raises(MtkdError, match="no shared representation"):
+        W.get("mgda", rep_grad=True).backward(L)
+
+
+@pytest.mark.parametrize("name", ["ew", "uw", "pcgrad", "mgda"])
+def test_nan_loss_refused_before_any_gradient(name):
+    x, y = make_batch()
+    model = make_model()
+    L, extra, rep = losses_of(model, x, y)
+    L["b"] = L["b"] * float("nan")
+    with pytest.raises(MtkdError, match=r"loss of task 'b' is nan"):
+        W.get(name, tasks=TASKS).backward(L, extra=extra, shared_params=shared_params(model), rep=rep)
+    assert all(p.grad is None for p in model.parameters())
+    L, extra, rep = losses_of(model, x, y)
+    with pytest.raises(MtkdError, match=r"\(extra\) is inf"):
+        W.get(name, tasks=TASKS).backward(L, extra=extra + float("inf"), shared_params=shared_params(model))
+
+
+def test_wrong_tasks_and_missing_shared_params():
+    x, y = make_batch()
+    L, extra, rep = losses_of(make_model(), x, y)
+    with pytest.raises(MtkdError, match="missing"):
+        W.get("ew", tasks=("a", "b", "z")).backward(L)
+    with pytest.raises(MtkdError, match="needs shared_params"):
+        W.get("pcgrad").backward(L)
+
+
+def test_generator_state_round_trip():
+    G = torch.randn(3, 40, dtype=torch.float64)
+    a = W.get("graddrop")
+    a.combine(G)
+    b = W.get("graddrop")
+    b.load_state_dict(a.state_dict())
+    torch.testing.assert_close(a.combine(G), b.combine(G))
+
+
+@pytest.mark.parametrize("rep_grad", [False, True])
+def test_loss_scaling_backward_fn_scales_everything(rep_grad):
+    # Lightning's fp16 precision plugin back-propagates S·loss; the combined direction must be scaled by S as well
+    x, y = make_batch()
+    model = make_model()
+    L, extra, rep = losses_of(model, x, y)
+    W.get("mgda", rep_grad=rep_grad).backward(L, extra=extra, shared_params=shared_params(model), rep=rep,
+                                              backward_fn=lambda t: (8.0 * t).backward())
+    ref_shared, ref_heads = expected_grads("mgda", {}, x, y, rep_grad=rep_grad)
+    for p, r in zip(shared_params(model), ref_shared):
+        torch.testing.assert_close(p.grad, 8.0 * r)
