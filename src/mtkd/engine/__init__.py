@@ -1,0 +1,1 @@
+"""Training engine: one LightningModule for every method, run folders, checkpoints and results."""

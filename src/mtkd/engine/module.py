@@ -1,0 +1,137 @@
+"""The one LightningModule: task losses → weighting (which owns the backward) → optimizer step.
+
+A method is a choice of weighting (and, with distillation, teachers + distiller), never a new loop. Manual
+optimisation lets gradient methods (PCGrad, MGDA, ...) see per-task gradients; loss weightings take the same
+path through ``Weighting.backward``, which calls Lightning's ``manual_backward`` so precision and DDP plugins apply.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+
+from mtkd import weighting as weighting_lib
+from mtkd.errors import MtkdError
+from mtkd.models import MultiTaskModel
+from mtkd.tasks import get_task
+
+
+class MultiTaskModule(L.LightningModule):
+    """Trains ``MultiTaskModel`` on ``task_channels`` with the configured weighting and optimiser.
+
+    ``config`` is the resolved run config as a plain dict (saved in checkpoints; ``mtkd eval`` rebuilds the model
+    from it). ``num_classes`` is the dataset's semantic class count.
+    """
+
+    def __init__(self, config: dict[str, Any], task_channels: dict[str, int]):
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.config = config
+        self.tasks = list(task_channels)
+        num_classes = task_channels.get("semseg", 0)
+        model_cfg = config["model"]
+        self.model = MultiTaskModel(
+            model_cfg["backbone"], dict(task_channels), head=model_cfg["head"],
+            decoder_channels=model_cfg["decoder_channels"], pretrained=model_cfg["pretrained"],
+        )
+        self.specs = {t: get_task(t, edge_pos_weight=config["loss"]["edge_pos_weight"]) for t in self.tasks}
+        wcfg = config["weighting"]
+        self.weighting = weighting_lib.get(wcfg["name"], tasks=self.tasks, **dict(wcfg.get("options") or {}))
+        self.val_metrics = nn.ModuleDict({t: self.specs[t].metrics(num_classes) for t in self.tasks})
+        self.test_metrics = nn.ModuleDict({t: self.specs[t].metrics(num_classes) for t in self.tasks})
+        self.val_loss = MeanMetric()
+        self.epoch_losses = nn.ModuleDict({t: MeanMetric() for t in self.tasks})
+
+    def forward(self, image: Tensor):
+        return self.model(image)
+
+    def task_losses(self, out, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {t: self.specs[t].loss(out.preds[t], batch[t]) for t in self.tasks}
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        optimizer = self.optimizers()
+        optimizer.zero_grad(set_to_none=True)
+        out = self.model(batch["image"])
+        losses = self.task_losses(out, batch)
+        try:
+            weights = self.weighting.backward(
+                losses, extra=None, shared_params=self.model.shared_parameters(),
+                rep=out.features["shared"], backward_fn=self.manual_backward,
+            )
+        except MtkdError as err:
+            raise MtkdError(f"step {self.global_step}: {err}; the last good checkpoint is kept") from None
+        clip = self.config["optim"]["grad_clip"]
+        if clip:
+            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+        optimizer.step()
+        bs = batch["image"].shape[0]
+        for t, loss in losses.items():
+            value = loss.detach()
+            self.epoch_losses[t].update(value)
+            self.log(f"train/loss/{t}", value, batch_size=bs)
+        for t, w in weights.items():
+            self.log(f"train/weight/{t}", float(w), batch_size=bs)
+        self.log("train/loss", sum(v.detach() for v in losses.values()), prog_bar=True, batch_size=bs)
+
+    def on_train_epoch_end(self) -> None:
+        means = {t: float(m.compute()) for t, m in self.epoch_losses.items()}  # synced across processes
+        for m in self.epoch_losses.values():
+            m.reset()
+        self.weighting.on_train_epoch_end(self.current_epoch, means)
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            scheduler.step()
+
+    def _evaluate(self, batch: dict[str, Tensor], metrics: nn.ModuleDict) -> dict[str, Tensor]:
+        out = self.model(batch["image"])
+        for t in self.tasks:
+            metrics[t].update(out.preds[t].float(), batch[t])
+        return self.task_losses(out, batch)
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        losses = self._evaluate(batch, self.val_metrics)
+        self.val_loss.update(sum(losses.values()), weight=batch["image"].shape[0])
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val/loss", self.val_loss.compute(), prog_bar=True)
+        self.val_loss.reset()
+        self._log_metrics(self.val_metrics, "val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, self.test_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics(self.test_metrics, "test")
+
+    def _log_metrics(self, metrics: nn.ModuleDict, stage: str) -> None:
+        for t, metric in metrics.items():
+            for name, value in metric.compute().items():
+                self.log(f"{stage}/{t}/{name}", float(value), prog_bar=(name == self.specs[t].monitor))
+            metric.reset()
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        o = self.config["optim"]
+        params = list(self.model.parameters()) + list(self.weighting.parameters())
+        if o["optimizer"] == "adam":
+            opt = torch.optim.Adam(params, lr=o["lr"], weight_decay=o["weight_decay"])
+        elif o["optimizer"] == "adamw":
+            opt = torch.optim.AdamW(params, lr=o["lr"], weight_decay=o["weight_decay"])
+        elif o["optimizer"] == "sgd":
+            opt = torch.optim.SGD(params, lr=o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"])
+        else:
+            raise MtkdError(f"unknown optim.optimizer {o['optimizer']!r}; valid: adam, adamw, sgd")
+        epochs = max(1, int(self.config["trainer"]["max_epochs"]))
+        if o["scheduler"] == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+        elif o["scheduler"] == "step":
+            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=o["step_size"], gamma=o["gamma"])
+        elif o["scheduler"] == "none":
+            return {"optimizer": opt}
+        else:
+            raise MtkdError(f"unknown optim.scheduler {o['scheduler']!r}; valid: cosine, step, none")
+        return {"optimizer": opt, "lr_scheduler": sched}

@@ -1,0 +1,104 @@
+"""The multi-task dense-prediction model: backbone → shared representation → one head per task.
+
+    feats  = backbone(image)                          "stage1".."stageN" taps
+    shared = neck(feats)   (FPN at 1/4; for "aspp" heads: the deepest stage)      "shared" tap
+    logits_t, feat_t = head_t(shared)                 "head.<task>" tap = feat_t
+    preds[t] = bilinear upsample of logits_t to H×W   raw outputs (normals not normalised: the loss does it)
+
+A single-task model is the same class with one task. ``shared_parameters`` (backbone + neck) and
+``task_parameters(t)`` partition the parameters, as gradient-weighting methods (MGDA, PCGrad, ...) need.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mtkd.errors import MtkdError
+from mtkd.models.backbones import Backbone, build_backbone
+from mtkd.models.heads import HEADS
+from mtkd.models.neck import DeepestStage, FPNNeck
+
+
+class Output(NamedTuple):
+    preds: dict[str, torch.Tensor]
+    features: dict[str, torch.Tensor]
+
+
+class MultiTaskModel(nn.Module):
+    def __init__(
+        self,
+        backbone: str | Backbone,
+        tasks: dict[str, int],
+        head: str = "fpn",
+        decoder_channels: int = 64,
+        pretrained: bool | str = False,
+        **head_options,
+    ):
+        super().__init__()
+        if not isinstance(tasks, dict) or not tasks:
+            raise MtkdError(f"tasks must be a non-empty dict task -> output channels, got {tasks!r}")
+        for t, c in tasks.items():
+            if not isinstance(t, str) or not t or "." in t:
+                raise MtkdError(f"task name {t!r} must be a non-empty string without '.'")
+            if isinstance(c, bool) or not isinstance(c, int) or c < 1:
+                raise MtkdError(f"task {t!r}: output channels must be a positive int, got {c!r}")
+        if isinstance(decoder_channels, bool) or not isinstance(decoder_channels, int) or decoder_channels < 1:
+            raise MtkdError(f"decoder_channels must be a positive int, got {decoder_channels!r}")
+        self.tasks = dict(tasks)
+        if isinstance(backbone, str):
+            self.backbone_name = backbone
+            self.backbone = build_backbone(backbone, pretrained=pretrained)
+        else:
+            self.backbone_name = getattr(backbone, "name", type(backbone).__name__)
+            self.backbone = backbone
+        self.head_name = head
+        head_cls = HEADS.get(head)
+        info = self.backbone.feature_info
+        if head_cls.reads == "neck":
+            self.neck: nn.Module = FPNNeck(info, decoder_channels)
+        else:
+            self.neck = DeepestStage(info)
+            head_options.setdefault("channels", decoder_channels)
+        try:
+            self.heads = nn.ModuleDict({t: head_cls(self.neck.channels, c, **head_options) for t, c in tasks.items()})
+        except TypeError as e:
+            raise MtkdError(f"head {head!r}: bad option in {sorted(head_options)}: {e}") from e
+
+    def forward(self, image: torch.Tensor) -> Output:
+        if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[1] != 3:
+            shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+            raise MtkdError(f"model input must be B×3×H×W, got {shape}")
+        size = image.shape[-2:]
+        stages = self.backbone(image)
+        features = {fi["name"]: f for fi, f in zip(self.backbone.feature_info, stages)}
+        shared = self.neck(stages)
+        features["shared"] = shared
+        preds = {}
+        for t, head in self.heads.items():
+            logits, feat = head(shared)
+            features[f"head.{t}"] = feat
+            preds[t] = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        return Output(preds, features)
+
+    def taps(self) -> dict[str, tuple[int, int]]:
+        """Tap name -> (channels, nominal reduction), without a forward.
+
+        A map's side is side / reduction when divisible; otherwise ceil (stride-2 convs) or floor (patchify stems).
+        """
+        out = {fi["name"]: (fi["num_chs"], fi["reduction"]) for fi in self.backbone.feature_info}
+        out["shared"] = (self.neck.channels, self.neck.reduction)
+        for t, head in self.heads.items():
+            out[f"head.{t}"] = (head.channels, self.neck.reduction)
+        return out
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        return list(self.backbone.parameters()) + list(self.neck.parameters())
+
+    def task_parameters(self, task: str) -> list[nn.Parameter]:
+        if task not in self.heads:
+            raise MtkdError(f"unknown task {task!r}; model tasks: {', '.join(self.tasks)}")
+        return list(self.heads[task].parameters())

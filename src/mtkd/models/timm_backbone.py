@@ -1,0 +1,74 @@
+"""Any timm model as a ``Backbone``: ``timm.create_model(name, features_only=True)`` with timm's feature_info.
+
+Offline, ``pretrained=True`` cannot download: the failure is turned into a one-line ``MtkdError`` that says to pass
+a local file instead (``build_backbone(..., pretrained=PATH)``, loaded by ``backbones.load_weights``). When
+huggingface.co does not resolve, the HF hub is switched to offline mode for the call, so weights already in the HF
+cache still load and missing ones fail at once instead of after ~50 s of retries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import socket
+
+import torch
+
+from mtkd.errors import MtkdError
+from mtkd.models.backbones import Backbone
+
+
+@contextlib.contextmanager
+def _offline_if_no_dns():
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        yield
+        return
+    try:
+        socket.getaddrinfo("huggingface.co", 443)
+        online = True
+    except OSError:
+        online = False
+    old = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = old or not online
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = old
+
+
+class TimmBackbone(Backbone):
+    def __init__(self, model_name: str, pretrained: bool = False, out_indices: tuple[int, ...] | None = None, **kw):
+        super().__init__()
+        import timm
+
+        if not timm.is_model(model_name):
+            close = difflib.get_close_matches(model_name, timm.list_models(), n=3, cutoff=0.6)
+            hint = f"did you mean {', '.join(repr('timm:' + c) for c in close)}?" if close else "see timm.list_models()"
+            raise MtkdError(f"unknown timm model {model_name!r}; {hint}")
+        args = dict(features_only=True, pretrained=pretrained, **kw)
+        if out_indices is not None:
+            args["out_indices"] = tuple(out_indices)
+        try:
+            with _offline_if_no_dns() if pretrained else contextlib.nullcontext():
+                self.body = timm.create_model(model_name, **args)
+        except Exception as e:  # noqa: BLE001 — network errors come in many types (OSError, HF hub, urllib)
+            if not pretrained:
+                raise
+            raise MtkdError(
+                f"cannot download pretrained weights for timm:{model_name} ({type(e).__name__}); "
+                "no network: pass pretrained=PATH to a local weights file"
+            ) from e
+        self.name = f"timm:{model_name}"
+        info = self.body.feature_info
+        self.feature_info = [
+            {"name": f"stage{i + 1}", "num_chs": c, "reduction": r}
+            for i, (c, r) in enumerate(zip(info.channels(), info.reduction()))
+        ]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out = self.body(x)
+        # a few timm models (e.g. some ViT/Swin) return NHWC maps; the rest of mtkd wants NCHW
+        return [f.permute(0, 3, 1, 2) if f.shape[1] != fi["num_chs"] and f.shape[-1] == fi["num_chs"] else f
+                for f, fi in zip(out, self.feature_info)]

@@ -1,0 +1,93 @@
+"""The task vocabulary: each dense task is a small spec — head channels, a masked loss, its metric accumulator.
+
+Every loss averages over the valid pixels of the whole batch, so a sample without a label for a task (a fully
+invalid target) contributes nothing, and a batch with no valid pixel gives a zero loss that still back-propagates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics import Metric
+
+from mtkd.metrics import DepthMetrics, EdgeMetrics, NormalMetrics, SemsegMetrics
+from mtkd.registry import suggest
+
+
+def _masked_mean(values: Tensor, valid: Tensor, anchor: Tensor) -> Tensor:
+    """Mean of ``values`` over ``valid``; an all-invalid batch gives 0 connected to ``anchor``'s graph."""
+    count = valid.sum()
+    if count == 0:
+        return anchor.sum() * 0.0
+    return (values * valid).sum() / count
+
+
+def semseg_loss(pred: Tensor, target: Tensor) -> Tensor:
+    """Cross-entropy over labelled pixels (target -1 = ignore)."""
+    valid = target >= 0
+    ce = F.cross_entropy(pred.float(), target.clamp(min=0), reduction="none")
+    return _masked_mean(ce, valid, pred)
+
+
+def depth_loss(pred: Tensor, target: Tensor) -> Tensor:
+    """L1 over pixels with valid depth (target 0 or non-finite = invalid)."""
+    valid = (target > 0) & torch.isfinite(target)
+    err = (pred.float() - torch.where(valid, target, torch.zeros_like(target))).abs()
+    return _masked_mean(err, valid, pred)
+
+
+def normal_loss(pred: Tensor, target: Tensor) -> Tensor:
+    """1 − cosine between the L2-normalised prediction and the target over valid pixels (all-zero target = invalid)."""
+    valid = target.abs().sum(dim=1) > 0
+    cos = (F.normalize(pred.float(), dim=1) * target).sum(dim=1)
+    return _masked_mean(1.0 - cos, valid, pred)
+
+
+def make_edge_loss(pos_weight: float = 0.95) -> Callable[[Tensor, Tensor], Tensor]:
+    """Weighted binary cross-entropy on boundary logits: positives weigh ``pos_weight``, negatives ``1 − pos_weight``.
+
+    Boundaries cover a few percent of pixels, so an unweighted BCE learns "no edge anywhere"; 0.95 is the
+    positive weight of the dense-MTL codebases (ATRC, Multi-Task-Learning-PyTorch). Target −1 = invalid.
+    """
+
+    def edge_loss(pred: Tensor, target: Tensor) -> Tensor:
+        valid = target >= 0
+        y = target.clamp(min=0).float()
+        weight = torch.where(y > 0.5, pos_weight, 1.0 - pos_weight)
+        bce = F.binary_cross_entropy_with_logits(pred.float(), y, weight=weight, reduction="none")
+        return _masked_mean(bce, valid, pred)
+
+    return edge_loss
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What the engine needs to know about one task."""
+
+    name: str
+    channels: Callable[[int], int]  # output channels given the dataset's class count
+    loss: Callable[[Tensor, Tensor], Tensor]
+    metrics: Callable[[int], Metric]  # split-level accumulator given the class count
+    monitor: str  # the metric shown first in tables
+
+
+TASKS: dict[str, TaskSpec] = {
+    "semseg": TaskSpec("semseg", lambda c: c, semseg_loss, lambda c: SemsegMetrics(c), "mIoU"),
+    "depth": TaskSpec("depth", lambda c: 1, depth_loss, lambda c: DepthMetrics(), "abs_err"),
+    "normal": TaskSpec("normal", lambda c: 3, normal_loss, lambda c: NormalMetrics(), "mean"),
+    "edge": TaskSpec("edge", lambda c: 1, make_edge_loss(), lambda c: EdgeMetrics(), "F"),
+}
+
+
+def get_task(name: str, edge_pos_weight: float = 0.95) -> TaskSpec:
+    """The spec of task ``name``; unknown names are refused with the closest valid ones."""
+    if name not in TASKS:
+        raise suggest(name, TASKS, "task")
+    spec = TASKS[name]
+    if name == "edge" and edge_pos_weight != 0.95:
+        spec = TaskSpec("edge", spec.channels, make_edge_loss(edge_pos_weight), spec.metrics, spec.monitor)
+    return spec
