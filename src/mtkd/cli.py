@@ -25,7 +25,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("overrides", nargs="*", help="e.g. data.root=/data/nyuv2")
     d = sub.add_parser("demo", help="rooms data → single-task and multi-task models → table (minutes on a CPU)")
     d.add_argument("--out", default="runs/demo")
-    d.add_argument("--methods", nargs="+", default=["ew"], help="weightings of the multi-task rows")
+    d.add_argument("--methods", nargs="+", default=["ew", "kd4mtl", "kd"],
+                   help="multi-task rows: weightings (ew, uw, pcgrad, ...) or distillers (kd4mtl, kd, dist, ...)")
     d.add_argument("--epochs", type=int, default=6)
     d.add_argument("--n-train", type=int, default=600)
     dc = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)

@@ -38,6 +38,14 @@ DEFAULTS: dict[str, Any] = {
     "model": {"backbone": "tiny", "head": "fpn", "decoder_channels": 64, "pretrained": False},
     "loss": {"edge_pos_weight": 0.95},
     "weighting": {"name": "ew", "options": {}},
+    "distill": {
+        "name": "none",  # none | kd4mtl | kd | prediction | dist | cwd | fitnet
+        "teachers": {},  # task -> teacher checkpoint or run folder; one path for several tasks = one MTL teacher
+        "options": {},  # method options, e.g. {weights: {semseg: 1, depth: 1, normal: 2}, taps: mid+last}
+        "lr": None,  # learning rate of the distiller's own parameters (adaptors); default optim.lr
+        "weight_decay": 0.0,
+        "teacher_bn": "eval",  # eval | train (BatchNorm statistics of the batch; some papers found it better)
+    },
     "optim": {
         "optimizer": "adam",  # adam | adamw | sgd
         "lr": 1e-3,
@@ -63,7 +71,7 @@ DEFAULTS: dict[str, Any] = {
     },
 }
 
-FREE_FORM = {"weighting.options", "data.folders", "data.rooms"}
+FREE_FORM = {"weighting.options", "data.folders", "data.rooms", "distill.teachers", "distill.options"}
 
 
 def _check_keys(cfg: Any, ref: Any, prefix: str = "") -> None:

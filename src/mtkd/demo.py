@@ -13,10 +13,21 @@ from typing import Any
 from rich.console import Console
 
 from mtkd.config import load_config
+from mtkd.distill import DISTILLERS
 from mtkd.engine.run import train, write_json
 from mtkd.report import markdown_table, rich_table
 
 DEMO_TASKS = ("semseg", "depth", "normal")
+DEFAULT_METHODS = ("ew", "kd4mtl", "kd")
+
+
+def method_overrides(method: str, out_dir: Path) -> list[str]:
+    """A demo row: a weighting name (equal teachers-free MTL) or a distillation method over the single-task runs."""
+    if method not in DISTILLERS:
+        return [f"weighting.name={method}"]
+    teachers = [f"distill.teachers.{t}={out_dir / f'single-{t}'}" for t in DEMO_TASKS]
+    lr = ["distill.lr=0.01"] if method in ("kd4mtl", "fitnet") else []
+    return [f"distill.name={method}", *teachers, *lr]
 
 
 def demo_overrides(epochs: int, n_train: int, data_root: str) -> list[str]:
@@ -26,14 +37,16 @@ def demo_overrides(epochs: int, n_train: int, data_root: str) -> list[str]:
     ]
 
 
-def run_demo(out: str = "runs/demo", methods: tuple[str, ...] = ("ew",), epochs: int = 6, n_train: int = 600,
+def run_demo(out: str = "runs/demo", methods: tuple[str, ...] = DEFAULT_METHODS, epochs: int = 6, n_train: int = 600,
              console: Console | None = None) -> dict[str, dict[str, Any]]:
-    """Train one single-task model per task, then one multi-task model per weighting in ``methods``."""
+    """Train one single-task model per task (the Δm baseline and the teachers), then one multi-task model per entry of
+    ``methods``: a weighting name (``ew``, ``uw``, ``pcgrad``, ...) or a distillation method (``kd4mtl``, ``kd``, ...)
+    whose teachers are the single-task models."""
     console = console or Console()
     out_dir = Path(out)
     common = demo_overrides(epochs, n_train, str(out_dir / "data"))
     plans = [(f"single-{t}", [f"data.tasks=[{t}]"]) for t in DEMO_TASKS]
-    plans += [(f"mtl-{m}", [f"data.tasks=[{','.join(DEMO_TASKS)}]", f"weighting.name={m}"]) for m in methods]
+    plans += [(f"mtl-{m}", [f"data.tasks=[{','.join(DEMO_TASKS)}]", *method_overrides(m, out_dir)]) for m in methods]
     results: dict[str, dict[str, Any]] = {}
     start = time.time()
     for name, extra in plans:

@@ -19,12 +19,16 @@ def single_task_baseline(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str,
     return base
 
 
-def table_rows(runs: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows: ``method | task/metric ... | Δm``; a task a run did not train is shown as '–'."""
+def table_rows(runs: dict[str, dict[str, Any]], metrics: int | None = None) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: ``method | task/metric ... | Δm``; a task a run did not train is shown as '–'.
+
+    ``metrics`` keeps the first few metrics of each task (a terminal is narrower than a report); Δm uses them all.
+    """
     tasks: list[str] = []
     for res in runs.values():
         tasks += [t for t in res["tasks"] if t not in tasks]
-    columns = [(t, m) for t in tasks for m in METRIC_DIRECTIONS[t] if any(m in r["test"].get(t, {}) for r in runs.values())]
+    columns = [(t, m) for t in tasks for m in list(METRIC_DIRECTIONS[t])[:metrics]
+               if any(m in r["test"].get(t, {}) for r in runs.values())]
     base = single_task_baseline(runs)
     header = ["method"] + [f"{t} {m} {'↑' if METRIC_DIRECTIONS[t][m] else '↓'}" for t, m in columns] + ["Δm % ↑"]
     rows = []
@@ -48,7 +52,7 @@ def markdown_table(runs: dict[str, dict[str, Any]]) -> str:
 
 
 def rich_table(runs: dict[str, dict[str, Any]], title: str = "") -> Table:
-    header, rows = table_rows(runs)
+    header, rows = table_rows(runs, metrics=2)
     table = Table(title=title)
     for h in header:
         table.add_column(h, justify="left" if h == "method" else "right")

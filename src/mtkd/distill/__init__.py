@@ -1,0 +1,44 @@
+"""Knowledge distillation: frozen teachers, the distiller interface, and the methods (by name in ``DISTILLERS``)."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from mtkd.distill import feature_kd, output_kd  # noqa: F401  (registration)
+from mtkd.distill.base import DISTILLERS, Distiller
+from mtkd.errors import MtkdError
+
+
+CONTEXT = ("tasks", "student_taps", "teacher_taps", "model_config", "task_channels")
+
+
+def needs_teachers(name: str) -> bool:
+    """Whether method ``name`` distils from frozen teachers (``False`` for online methods that train their own)."""
+    return getattr(DISTILLERS.get(name), "needs_teachers", True)
+
+
+def build_distiller(name: str, tasks: list[str], student_taps: dict, teacher_taps: dict,
+                    options: dict[str, Any] | None = None, model_config: dict[str, Any] | None = None,
+                    task_channels: dict[str, int] | None = None) -> Distiller:
+    """The distiller ``name`` with ``options``; an unknown option is refused with the valid ones.
+
+    ``model_config`` (the run's ``model`` section) and ``task_channels`` are passed to factories that declare
+    them, e.g. methods that build networks of their own.
+    """
+    factory = DISTILLERS.get(name)
+    options = dict(options or {})
+    params = inspect.signature(factory).parameters
+    context = {"model_config": model_config, "task_channels": task_channels}
+    extra = {k: v for k, v in context.items() if k in params}
+    valid = [p for p in params if p not in (*CONTEXT, "args", "kwargs")]
+    if "kwargs" in params:  # presets forward to OutputDistiller
+        valid = [p for p in inspect.signature(output_kd.OutputDistiller).parameters
+                 if p not in ("preset", "tasks", "student_taps", "teacher_taps")]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise MtkdError(f"distillation method {name!r} has no option {', '.join(unknown)}; valid: {', '.join(valid)}")
+    return factory(tasks, student_taps, teacher_taps, **extra, **options)
+
+
+__all__ = ["DISTILLERS", "Distiller", "build_distiller", "needs_teachers"]

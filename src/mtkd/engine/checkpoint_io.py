@@ -35,3 +35,28 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means "not an mtkd checkpoint"
         raise MtkdError(f"cannot read checkpoint {path}: {type(err).__name__}: {str(err).splitlines()[0]}") from None
+
+
+def read_training_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The checkpoint and its hyper-parameters (``config``, ``task_channels``); other checkpoints are refused."""
+    ckpt = load_checkpoint(path)
+    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    if not hparams or "config" not in hparams or "task_channels" not in hparams:
+        raise MtkdError(f"{path} is not an mtkd training checkpoint (no mtkd config inside)")
+    return ckpt, hparams
+
+
+def load_model(path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
+    """The ``MultiTaskModel`` stored in an mtkd training checkpoint, and the run config it was trained with."""
+    from mtkd.models import MultiTaskModel
+
+    ckpt, hparams = read_training_checkpoint(path)
+    config, task_channels = hparams["config"], hparams["task_channels"]
+    m = config["model"]
+    model = MultiTaskModel(m["backbone"], dict(task_channels), head=m["head"], decoder_channels=m["decoder_channels"])
+    weights = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:
+        raise MtkdError(f"{path} does not match its own model config: {str(err).splitlines()[0]}") from None
+    return model, config

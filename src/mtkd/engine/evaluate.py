@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mtkd.config import DEFAULTS, _check_keys
-from mtkd.engine.checkpoint_io import load_checkpoint
+from mtkd.engine.checkpoint_io import read_training_checkpoint
 from mtkd.engine.module import MultiTaskModule
 from mtkd.engine.run import build_datamodule, nest
 from mtkd.errors import MtkdError
@@ -18,16 +18,15 @@ from mtkd.errors import MtkdError
 
 def module_from_checkpoint(path: str, overrides: list[str] = ()) -> tuple[MultiTaskModule, dict[str, Any]]:
     """The trained module and its (overridden) config; a checkpoint that is not an mtkd run is refused."""
-    ckpt = load_checkpoint(path)
-    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
-    if not hparams or "config" not in hparams or "task_channels" not in hparams:
-        raise MtkdError(f"{path} is not an mtkd training checkpoint (no mtkd config inside)")
+    ckpt, hparams = read_training_checkpoint(path)
     dots = OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)))
     _check_keys(dots, DEFAULTS)
     config = OmegaConf.to_container(OmegaConf.merge(hparams["config"], dots))
+    config["distill"]["name"] = "none"  # evaluation needs the student alone, not its teachers
     module = MultiTaskModule(config, hparams["task_channels"])
+    student = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith("distiller.")}
     try:
-        module.load_state_dict(ckpt["state_dict"])
+        module.load_state_dict(student)
     except RuntimeError as err:
         raise MtkdError(f"{path} does not match its own model config: {str(err).splitlines()[0]}") from None
     return module, config

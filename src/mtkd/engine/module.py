@@ -15,6 +15,8 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from mtkd import weighting as weighting_lib
+from mtkd.distill import build_distiller, needs_teachers
+from mtkd.distill.teachers import TeacherSet
 from mtkd.errors import MtkdError
 from mtkd.models import MultiTaskModel
 from mtkd.tasks import get_task
@@ -42,10 +44,31 @@ class MultiTaskModule(L.LightningModule):
         self.specs = {t: get_task(t, edge_pos_weight=config["loss"]["edge_pos_weight"]) for t in self.tasks}
         wcfg = config["weighting"]
         self.weighting = weighting_lib.get(wcfg["name"], tasks=self.tasks, **dict(wcfg.get("options") or {}))
+        self.distiller, self._teachers = self._build_distillation(config["distill"], task_channels)
         self.val_metrics = nn.ModuleDict({t: self.specs[t].metrics(num_classes) for t in self.tasks})
         self.test_metrics = nn.ModuleDict({t: self.specs[t].metrics(num_classes) for t in self.tasks})
         self.val_loss = MeanMetric()
         self.epoch_losses = nn.ModuleDict({t: MeanMetric() for t in self.tasks})
+
+    def _build_distillation(self, dcfg: dict[str, Any], task_channels: dict[str, int]):
+        """The distiller (a submodule: saved, optimised) and the teachers (a plain list: never saved, never synced)."""
+        if dcfg["name"] == "none":
+            return None, []
+        frozen = needs_teachers(dcfg["name"])
+        if frozen and not dcfg["teachers"]:
+            raise MtkdError(f"distillation method {dcfg['name']!r} needs distill.teachers: {{task: checkpoint}}")
+        teachers = [TeacherSet(dict(dcfg["teachers"]), bn_mode=dcfg["teacher_bn"])] if frozen else []
+        for t in teachers:
+            t.check_compatible(task_channels)
+        teacher_taps = {task: t.model_for(task).taps() for t in teachers for task in t.task_to_teacher}
+        distiller = build_distiller(dcfg["name"], list(teacher_taps) or list(task_channels), self.model.taps(),
+                                    teacher_taps, dict(dcfg["options"] or {}), model_config=dict(self.config["model"]),
+                                    task_channels=dict(task_channels))
+        return distiller, teachers
+
+    def on_fit_start(self) -> None:
+        for teachers in self._teachers:
+            teachers.to(self.device).train()
 
     def forward(self, image: Tensor):
         return self.model(image)
@@ -58,9 +81,13 @@ class MultiTaskModule(L.LightningModule):
         optimizer.zero_grad(set_to_none=True)
         out = self.model(batch["image"])
         losses = self.task_losses(out, batch)
+        kd_losses = {}
+        if self.distiller is not None:
+            teacher_outs = self._teachers[0](batch["image"]) if self._teachers else {}
+            kd_losses = self.distiller(out, teacher_outs, batch, task_losses=losses)
         try:
             weights = self.weighting.backward(
-                losses, extra=None, shared_params=self.model.shared_parameters(),
+                losses, extra=sum(kd_losses.values()) if kd_losses else None, shared_params=self.model.shared_parameters(),
                 rep=out.features["shared"], backward_fn=self.manual_backward,
             )
         except MtkdError as err:
@@ -74,6 +101,8 @@ class MultiTaskModule(L.LightningModule):
             value = loss.detach()
             self.epoch_losses[t].update(value)
             self.log(f"train/loss/{t}", value, batch_size=bs)
+        for name, value in kd_losses.items():
+            self.log(f"train/kd/{name}", value.detach(), batch_size=bs)
         for t, w in weights.items():
             self.log(f"train/weight/{t}", float(w), batch_size=bs)
         self.log("train/loss", sum(v.detach() for v in losses.values()), prog_bar=True, batch_size=bs)
@@ -116,7 +145,11 @@ class MultiTaskModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         o = self.config["optim"]
-        params = list(self.model.parameters()) + list(self.weighting.parameters())
+        params: list[Any] = [{"params": list(self.model.parameters()) + list(self.weighting.parameters())}]
+        if self.distiller is not None and any(True for _ in self.distiller.parameters()):
+            d = self.config["distill"]
+            params.append({"params": list(self.distiller.parameters()), "lr": d["lr"] or o["lr"],
+                           "weight_decay": d["weight_decay"]})
         if o["optimizer"] == "adam":
             opt = torch.optim.Adam(params, lr=o["lr"], weight_decay=o["weight_decay"])
         elif o["optimizer"] == "adamw":

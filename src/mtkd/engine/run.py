@@ -129,7 +129,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     dm.prepare_data()
     dm.setup("fit")
     module = MultiTaskModule(plain, dm.task_channels)
-    trainer = make_trainer(plain, run_dir)
+    trainer = make_trainer(plain, run_dir, module.distiller.callbacks() if module.distiller is not None else [])
     start = time.time()
     trainer.fit(module, datamodule=dm, ckpt_path=str(resume_from) if resume_from else None)
     wall = time.time() - start

@@ -1,0 +1,88 @@
+"""Teachers → student through the engine: frozen teachers, checkpoints without them, refusals before training."""
+
+import pytest
+import torch
+
+from mtkd.config import load_config
+from mtkd.distill.teachers import TeacherSet
+from mtkd.engine.checkpoint_io import load_checkpoint
+from mtkd.engine.module import MultiTaskModule
+from mtkd.engine.run import train
+from mtkd.errors import MtkdError
+
+pytestmark = pytest.mark.slow
+
+
+def tiny(tmp, *extra):
+    return [
+        f"out_dir={tmp / 'runs'}", f"data.root={tmp / 'rooms'}", "data.rooms.n_train=16", "data.rooms.n_test=4",
+        "data.rooms.height=32", "data.rooms.width=48", "data.batch_size=4", "trainer.max_epochs=1",
+        "trainer.progress_bar=false", "trainer.log_every_n_steps=1", "model.decoder_channels=16", *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("kd")
+    for t in ("semseg", "depth"):
+        train(load_config(None, tiny(tmp, f"name=single_{t}", f"data.tasks=[{t}]")))
+    return tmp, {t: str(tmp / "runs" / f"single_{t}") for t in ("semseg", "depth")}
+
+
+def student_cfg(tmp, sources, method, *extra):
+    teach = [f"distill.teachers.{t}={p}" for t, p in sources.items()]
+    return load_config(None, tiny(tmp, f"name={method}", "data.tasks=[semseg,depth]", f"distill.name={method}",
+                                  *teach, *extra))
+
+
+@pytest.mark.parametrize("method", ["kd4mtl", "kd", "dist", "cwd", "fitnet"])
+def test_student_trains_and_teachers_stay_frozen(teachers, method):
+    tmp, sources = teachers
+    before = {k: v.clone() for k, v in TeacherSet(sources).state_dict().items()}
+    cfg = student_cfg(tmp, sources, method, "distill.options.weights.depth=2")
+    res = train(cfg)
+    after = TeacherSet(sources).state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    ckpt = load_checkpoint(res["best_checkpoint"])
+    assert not any("teacher" in k for k in ckpt["state_dict"])
+    assert any(k.startswith("distiller.") for k in ckpt["state_dict"]) == (method in ("kd4mtl", "fitnet"))
+    logged = (tmp / "runs" / method / "logs" / "version_0" / "metrics.csv").read_text().splitlines()[0]
+    assert "train/kd/" in logged
+
+
+def test_teacher_gets_no_gradient_and_adaptors_do(teachers):
+    tmp, sources = teachers
+    module = MultiTaskModule(dict(student_cfg(tmp, sources, "kd4mtl")), {"semseg": 8, "depth": 1})
+    batch = {"image": torch.randn(2, 3, 32, 48), "semseg": torch.randint(0, 8, (2, 32, 48)),
+             "depth": torch.rand(2, 1, 32, 48)}
+    out = module.model(batch["image"])
+    kd = module.distiller(out, module._teachers[0](batch["image"]), batch)
+    sum(kd.values()).backward()
+    assert all(p.grad is None for p in module._teachers[0].parameters())
+    assert all(p.grad is not None for p in module.distiller.parameters())
+    assert set(kd) == {"kd4mtl/semseg", "kd4mtl/depth"}
+
+
+def test_bad_distillation_inputs_are_refused_before_training(teachers):
+    tmp, sources = teachers
+    channels = {"semseg": 8, "depth": 1}
+
+    def build(*extra, src=sources, method="kd4mtl", ch=channels):
+        return MultiTaskModule(dict(student_cfg(tmp, src, method, *extra)), ch)
+
+    with pytest.raises(MtkdError, match="does not exist"):
+        build(src={"semseg": str(tmp / "nope")})
+    with pytest.raises(MtkdError, match="does not predict task 'depth'"):
+        build(src={"depth": sources["semseg"]})
+    with pytest.raises(MtkdError, match="predicts 8 channels"):
+        build(ch={"semseg": 5, "depth": 1})
+    with pytest.raises(MtkdError, match="finite number"):
+        build("distill.options.weights.depth=-1")
+    with pytest.raises(MtkdError, match="finite number"):
+        build("distill.options.weights.depth=nan")
+    with pytest.raises(MtkdError, match="valid: "):
+        build("distill.options.temprature=3")
+    with pytest.raises(MtkdError, match="needs distill.teachers"):
+        MultiTaskModule(dict(load_config(None, tiny(tmp, "distill.name=kd"))), channels)
+    with pytest.raises(MtkdError, match="kd4mtl"):
+        build(method="kd4mt")
