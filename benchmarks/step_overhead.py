@@ -14,56 +14,11 @@ import statistics
 import time
 import warnings
 
-import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from bench_common import TASKS, config, lightning_step_times, make_batch
 
-from mtkd.config import load_config, to_dict
 from mtkd.engine.module import MultiTaskModule
 from mtkd.tasks import get_task
-
-TASKS = {"semseg": 8, "depth": 1, "normal": 3}
-
-
-class FixedBatches(Dataset):
-    """One pre-built batch repeated: no data-loading cost on either side."""
-
-    def __init__(self, batch: dict[str, torch.Tensor], steps: int):
-        self.batch, self.steps = batch, steps
-
-    def __len__(self) -> int:
-        return self.steps
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return self.batch
-
-
-class StepTimer(L.Callback):
-    def __init__(self) -> None:
-        self.times: list[float] = []
-
-    def on_train_batch_start(self, *args) -> None:
-        self._t = time.perf_counter()
-
-    def on_train_batch_end(self, *args) -> None:
-        self.times.append(time.perf_counter() - self._t)
-
-
-def make_batch(b: int, h: int = 96, w: int = 128) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    normal = torch.nn.functional.normalize(torch.randn(b, 3, h, w, generator=g), dim=1)
-    return {"image": torch.randn(b, 3, h, w, generator=g), "semseg": torch.randint(-1, 8, (b, h, w), generator=g),
-            "depth": torch.rand(b, 1, h, w, generator=g) * 5, "normal": normal}
-
-
-def mtkd_step_times(module: MultiTaskModule, batch: dict, steps: int) -> list[float]:
-    timer = StepTimer()
-    trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                        callbacks=[timer])
-    loader = DataLoader(FixedBatches(batch, steps), batch_size=None)
-    trainer.fit(module, train_dataloaders=loader)
-    return timer.times
 
 
 def bare_step_times(module: MultiTaskModule, batch: dict, steps: int) -> list[float]:
@@ -92,13 +47,12 @@ def main() -> None:
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     torch.manual_seed(0)
-    cfg = to_dict(load_config(None, [f"weighting.name={args.method}", "optim.scheduler=none"]))
-    module = MultiTaskModule(cfg, TASKS)
+    module = MultiTaskModule(config(f"weighting.name={args.method}"), TASKS)
     batch = make_batch(args.batch)
     bare, ours = [], []
     for _ in range(args.rounds):  # alternate so machine load hits both sides alike
         bare += bare_step_times(module, batch, args.steps)[3:]
-        ours += mtkd_step_times(module, batch, args.steps)[3:]
+        ours += lightning_step_times(module, batch, args.steps)
     b, m = statistics.median(bare), statistics.median(ours)
     print(f"device: cpu ({torch.get_num_threads()} threads), batch {args.batch}x3x96x128, tiny backbone, "
           f"{len(bare)} steps each")

@@ -76,3 +76,18 @@ def test_cli_prints_one_line_for_user_errors(capsys):
     assert err.startswith("mtkd: error:") and err.count("\n") == 1
     assert main(["train", "configs/rooms/mtl_ew.yaml", "weighting.name=pcgard"]) == 2
     assert "pcgrad" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arch,method", [("cross_stitch", "ew"), ("mtan", "pcgrad"), ("shared", "mgda")])
+def test_architectures_and_gradient_methods_train(tmp_path, arch, method):
+    res = train(load_config(None, tiny(tmp_path, "name=a", "data.tasks=[semseg,depth]", f"model.arch={arch}",
+                                       f"weighting.name={method}", "trainer.max_epochs=1")))
+    assert res["steps"] == 4 and res["config"]["model"]["arch"] == arch
+    assert evaluate(res["best_checkpoint"])["depth"]["abs_err"] == pytest.approx(res["test"]["depth"]["abs_err"],
+                                                                                 rel=1e-5)
+
+
+def test_single_task_run_refuses_a_multi_task_weighting(tmp_path):
+    with pytest.raises(MtkdError, match="balances several tasks"):
+        train(load_config(None, tiny(tmp_path, "data.tasks=[depth]", "weighting.name=uw")))
+    assert not (tmp_path / "runs").exists()

@@ -35,7 +35,7 @@ DEFAULTS: dict[str, Any] = {
         "depth_from_disparity": False,
         "limit_train": None,
     },
-    "model": {"backbone": "tiny", "head": "fpn", "decoder_channels": 64, "pretrained": False},
+    "model": {"arch": "shared", "backbone": "tiny", "head": "fpn", "decoder_channels": 64, "pretrained": False},
     "loss": {"edge_pos_weight": 0.95},
     "weighting": {"name": "ew", "options": {}},
     "distill": {

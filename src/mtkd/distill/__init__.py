@@ -6,6 +6,8 @@ import inspect
 from typing import Any
 
 from mtkd.distill import feature_kd, output_kd  # noqa: F401  (registration)
+from mtkd.distill import okd  # noqa: F401  (registration)
+from mtkd.distill import jointdistill, kdam  # noqa: F401  (registration)
 from mtkd.distill.base import DISTILLERS, Distiller
 from mtkd.errors import MtkdError
 

@@ -18,7 +18,7 @@ from mtkd import weighting as weighting_lib
 from mtkd.distill import build_distiller, needs_teachers
 from mtkd.distill.teachers import TeacherSet
 from mtkd.errors import MtkdError
-from mtkd.models import MultiTaskModel
+from mtkd.models import build_model
 from mtkd.tasks import get_task
 
 
@@ -37,8 +37,8 @@ class MultiTaskModule(L.LightningModule):
         self.tasks = list(task_channels)
         num_classes = task_channels.get("semseg", 0)
         model_cfg = config["model"]
-        self.model = MultiTaskModel(
-            model_cfg["backbone"], dict(task_channels), head=model_cfg["head"],
+        self.model = build_model(
+            model_cfg["arch"], model_cfg["backbone"], dict(task_channels), head=model_cfg["head"],
             decoder_channels=model_cfg["decoder_channels"], pretrained=model_cfg["pretrained"],
         )
         self.specs = {t: get_task(t, edge_pos_weight=config["loss"]["edge_pos_weight"]) for t in self.tasks}

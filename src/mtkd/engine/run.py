@@ -102,7 +102,7 @@ def nest(flat: dict[str, float], stage: str) -> dict[str, dict[str, float]]:
 def check_names(cfg: dict[str, Any]) -> None:
     """Refuse unknown task, backbone, head or weighting names (and weighting options) before anything is written."""
     from mtkd import weighting
-    from mtkd.models import BACKBONES, HEADS
+    from mtkd.models import ARCHITECTURES, BACKBONES, HEADS
     from mtkd.registry import suggest
     from mtkd.tasks import get_task
 
@@ -111,6 +111,7 @@ def check_names(cfg: dict[str, Any]) -> None:
     backbone, head = cfg["model"]["backbone"], cfg["model"]["head"]
     if not backbone.startswith("timm:"):
         BACKBONES.get(backbone)
+    ARCHITECTURES.get(cfg["model"]["arch"])
     if head not in HEADS:
         raise suggest(head, HEADS.names(), "head")
     tasks, name = cfg["data"]["tasks"], cfg["weighting"]["name"]

@@ -1,0 +1,73 @@
+"""Shared pieces of the benchmarks: a fixed batch, a step timer around Lightning's training step, tiny teachers."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from mtkd.config import load_config, to_dict
+from mtkd.models import MultiTaskModel
+
+TASKS = {"semseg": 8, "depth": 1, "normal": 3}
+logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+
+
+class FixedBatches(Dataset):
+    """One pre-built batch repeated: no data-loading cost on either side."""
+
+    def __init__(self, batch: dict[str, torch.Tensor], steps: int):
+        self.batch, self.steps = batch, steps
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return self.batch
+
+
+class StepTimer(L.Callback):
+    """Seconds between ``on_train_batch_start`` and ``on_train_batch_end`` (the whole training step)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def on_train_batch_start(self, *args) -> None:
+        self._t = time.perf_counter()
+
+    def on_train_batch_end(self, *args) -> None:
+        self.times.append(time.perf_counter() - self._t)
+
+
+def make_batch(b: int, h: int = 96, w: int = 128) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    normal = torch.nn.functional.normalize(torch.randn(b, 3, h, w, generator=g), dim=1)
+    return {"image": torch.randn(b, 3, h, w, generator=g), "semseg": torch.randint(-1, 8, (b, h, w), generator=g),
+            "depth": torch.rand(b, 1, h, w, generator=g) * 5, "normal": normal}
+
+
+def config(*overrides: str) -> dict:
+    return to_dict(load_config(None, ["optim.scheduler=none", *overrides]))
+
+
+def lightning_step_times(module: L.LightningModule, batch: dict, steps: int, warmup: int = 3) -> list[float]:
+    """Per-step seconds of ``module`` trained by a Lightning Trainer on ``batch`` repeated, after ``warmup`` steps."""
+    timer = StepTimer()
+    trainer = L.Trainer(max_steps=steps + warmup, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        callbacks=[timer])
+    trainer.fit(module, train_dataloaders=DataLoader(FixedBatches(batch, steps + warmup), batch_size=None))
+    return timer.times[warmup:]
+
+
+def save_teacher(path: Path, task: str, backbone: str = "tiny") -> str:
+    """A randomly initialised single-task teacher written in mtkd's checkpoint format."""
+    cfg = config(f"model.backbone={backbone}", f"data.tasks=[{task}]")
+    model = MultiTaskModel(backbone, {task: TASKS[task]}, decoder_channels=cfg["model"]["decoder_channels"])
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    torch.save({"hyper_parameters": {"config": cfg, "task_channels": {task: TASKS[task]}}, "state_dict": state}, path)
+    return str(path)
