@@ -11,7 +11,7 @@ runs in its own fresh subprocess and the growth of its peak resident set size (V
 allocator caching, so CPU numbers are coarse). Gradient methods that support it are run twice:
 ``param`` (gradients w.r.t. the shared parameters) and ``rep`` (w.r.t. the shared representation).
 
-The model is built by :func:`build_model` only; point it at ``mtkd.models`` to measure the real network.
+The model is mtkd's ``MultiTaskModel`` with the tiny backbone and mtkd's masked task losses.
 """
 
 from __future__ import annotations
@@ -34,32 +34,10 @@ CLASSES = 13
 
 
 def build_model() -> nn.Module:
-    """A small dense multi-task conv net: shared encoder → representation → one head per task.
-    ``forward(x)`` returns (preds: dict task → tensor, rep). Swap this for an mtkd model to benchmark it."""
+    """mtkd's multi-task model (tiny backbone, FPN neck, one head per task), as trained by ``mtkd train``."""
+    from mtkd.models import MultiTaskModel
 
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.encoder = nn.Sequential(
-                nn.Conv2d(3, 32, 3, 2, 1), nn.BatchNorm2d(32), nn.ReLU(),
-                nn.Conv2d(32, 64, 3, 2, 1), nn.BatchNorm2d(64), nn.ReLU(),
-                nn.Conv2d(64, 64, 3, 1, 1), nn.BatchNorm2d(64), nn.ReLU(),
-            )
-            out = {"semseg": CLASSES, "depth": 1, "normal": 3, "edge": 1}
-            self.heads = nn.ModuleDict({
-                t: nn.Sequential(nn.Conv2d(64, 32, 3, 1, 1), nn.ReLU(), nn.Conv2d(32, c, 1)) for t, c in out.items()
-            })
-
-        def forward(self, x):
-            rep = self.encoder(x)
-            preds = {t: F.interpolate(h(rep), size=x.shape[-2:], mode="bilinear", align_corners=False)
-                     for t, h in self.heads.items()}
-            return preds, rep
-
-        def shared_parameters(self):
-            return list(self.encoder.parameters())
-
-    return Net()
+    return MultiTaskModel("tiny", {t: CLASSES if t == "semseg" else {"normal": 3}.get(t, 1) for t in TASKS})
 
 
 def make_batch(n: int, size: int, device: str):
@@ -75,12 +53,10 @@ def make_batch(n: int, size: int, device: str):
 
 
 def task_losses(preds, batch):
-    return {
-        "semseg": F.cross_entropy(preds["semseg"], batch["semseg"]),
-        "depth": (preds["depth"] - batch["depth"]).abs().mean(),
-        "normal": (1 - F.cosine_similarity(preds["normal"], batch["normal"], dim=1)).mean(),
-        "edge": F.binary_cross_entropy_with_logits(preds["edge"], batch["edge"]),
-    }
+    """mtkd's own masked task losses."""
+    from mtkd.tasks import get_task
+
+    return {t: get_task(t).loss(preds[t], batch[t]) for t in TASKS}
 
 
 def setup(method: str, mode: str, batch: int, size: int, device: str):
@@ -96,9 +72,9 @@ def setup(method: str, mode: str, batch: int, size: int, device: str):
 
     def step():
         opt.zero_grad(set_to_none=True)
-        preds, rep = model(data["image"])
-        losses = task_losses(preds, data)
-        weighting.backward(losses, extra=None, shared_params=model.shared_parameters(), rep=rep)
+        out = model(data["image"])
+        losses = task_losses(out.preds, data)
+        weighting.backward(losses, extra=None, shared_params=model.shared_parameters(), rep=out.features["shared"])
         opt.step()
 
     return step
