@@ -27,7 +27,7 @@ def peak_rss_mb() -> float:
 
 
 def teacher_forward_times(module: MultiTaskModule, batch: dict, steps: int) -> list[float]:
-    teachers = module._teachers[0]
+    teachers = module.teachers
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()

@@ -39,6 +39,9 @@ def test_run_writes_results_and_checkpoints(finished):
     assert (run / "checkpoints" / "best.ckpt").exists() and (run / "checkpoints" / "last.ckpt").exists()
     assert (run / "config.yaml").exists() and res["parameters"] > 0 and res["steps"] == 2 * 4
     assert not list(run.rglob("*.tmp"))
+    from mtkd.engine.checkpoint_io import load_checkpoint
+
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["epoch"] == 1  # the latest epoch, best or not
 
 
 def test_existing_run_is_refused(finished):

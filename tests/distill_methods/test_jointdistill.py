@@ -74,7 +74,7 @@ def test_weights_change_only_at_timeframe_boundaries_and_never_below_w_min():
     d = make(trajectory_weight=0.0, timeframe=2, center=False, alpha=0.2)
     d.teacher_metric.copy_(torch.tensor([50.0, 0.5]))
     cb = FeedbackWeights(d)
-    module = SimpleNamespace(_teachers=[None])
+    module = SimpleNamespace(teachers=object())  # teacher metric already measured: the set is never run
     history = []
     for epoch in range(6):
         before = d.teacher_weights.clone()
@@ -128,6 +128,7 @@ def test_bad_options_are_refused():
             make(**bad)
 
 
+@pytest.mark.slow
 def test_two_epoch_run_with_the_feedback_callback(tmp_path):
     for t in CH:
         train(load_config(None, tiny(tmp_path, f"name=single_{t}", f"data.tasks=[{t}]")))

@@ -52,6 +52,10 @@ class Distiller(nn.Module):
                 task_losses: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
         raise NotImplementedError
 
+    def logged_values(self) -> dict[str, float]:
+        """Values of the last step worth plotting besides the losses (task weights a method chose); none by default."""
+        return {}
+
     def callbacks(self) -> list[Any]:
         """Lightning callbacks the method needs (validation feedback, periodic state); none by default."""
         return []

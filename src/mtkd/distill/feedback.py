@@ -16,7 +16,7 @@ The feedback set is the engine's validation split (held out of ``train``; the Jo
 - Probe images for the trajectories: the first ``num_probes`` images of the validation split (it is not shuffled
   and not augmented), captured once into the buffer ``probe_images``.
 
-The teachers are read from the module's ``_teachers`` (the engine keeps them outside its submodules).
+The teachers are read from the module's ``teachers`` (the engine keeps them outside its submodules).
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ class FeedbackWeights(L.Callback):
 
     @staticmethod
     def _teacher_set(pl_module):
-        teachers = getattr(pl_module, "_teachers", None)
-        if not teachers:
+        teachers = getattr(pl_module, "teachers", None)
+        if teachers is None:
             raise MtkdError("jointdistill feedback needs the run's frozen teachers (distill.teachers)")
-        return teachers[0]
+        return teachers
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.distiller.attach_student(pl_module.model)

@@ -66,6 +66,11 @@ class MultiTaskModule(L.LightningModule):
                                     task_channels=dict(task_channels))
         return distiller, teachers
 
+    @property
+    def teachers(self) -> TeacherSet | None:
+        """The frozen teachers (not a submodule: never saved, never synced), or None."""
+        return self._teachers[0] if self._teachers else None
+
     def on_fit_start(self) -> None:
         for teachers in self._teachers:
             teachers.to(self.device).train()
@@ -83,7 +88,7 @@ class MultiTaskModule(L.LightningModule):
         losses = self.task_losses(out, batch)
         kd_losses = {}
         if self.distiller is not None:
-            teacher_outs = self._teachers[0](batch["image"]) if self._teachers else {}
+            teacher_outs = self.teachers(batch["image"]) if self.teachers is not None else {}
             kd_losses = self.distiller(out, teacher_outs, batch, task_losses=losses)
         try:
             weights = self.weighting.backward(
@@ -103,6 +108,9 @@ class MultiTaskModule(L.LightningModule):
             self.log(f"train/loss/{t}", value, batch_size=bs)
         for name, value in kd_losses.items():
             self.log(f"train/kd/{name}", value.detach(), batch_size=bs)
+        if self.distiller is not None:
+            for name, value in self.distiller.logged_values().items():
+                self.log(f"train/distill/{name}", value, batch_size=bs)
         for t, w in weights.items():
             self.log(f"train/weight/{t}", float(w), batch_size=bs)
         self.log("train/loss", sum(v.detach() for v in losses.values()), prog_bar=True, batch_size=bs)

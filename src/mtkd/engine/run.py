@@ -61,7 +61,10 @@ def prepare_run_dir(cfg: DictConfig) -> tuple[Path, Path | None]:
 def make_trainer(cfg: dict[str, Any], run_dir: Path, callbacks: list[Any] = ()) -> L.Trainer:
     t = cfg["trainer"]
     best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/loss", mode="min",
-                           save_last=True, auto_insert_metric_name=False)
+                           auto_insert_metric_name=False, enable_version_counter=False)
+    # A monitored callback's save_last only writes when it saves a new best: a separate, unmonitored one writes
+    # last.ckpt every epoch, so a killed run resumes from its latest epoch.
+    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False)
     loggers: list[Any] = [CSVLogger(run_dir, name="logs")]  # a new version_N per (resumed) attempt
     try:
         from lightning.pytorch.loggers import TensorBoardLogger
@@ -75,7 +78,7 @@ def make_trainer(cfg: dict[str, Any], run_dir: Path, callbacks: list[Any] = ()) 
         default_root_dir=run_dir, max_epochs=t["max_epochs"], max_steps=t["max_steps"],
         accelerator=t["accelerator"], devices=t["devices"], num_nodes=t["num_nodes"], strategy=t["strategy"],
         precision=t["precision"], deterministic=t["deterministic"], log_every_n_steps=t["log_every_n_steps"],
-        check_val_every_n_epoch=t["check_val_every_n_epoch"], callbacks=[best, *bar, *callbacks],
+        check_val_every_n_epoch=t["check_val_every_n_epoch"], callbacks=[best, last, *bar, *callbacks],
         logger=loggers, enable_progress_bar=t["progress_bar"], enable_model_summary=False,
         plugins=[AtomicCheckpointIO()],
     )
@@ -117,6 +120,10 @@ def check_names(cfg: dict[str, Any]) -> None:
     tasks, name = cfg["data"]["tasks"], cfg["weighting"]["name"]
     if len(tasks) == 1 and name != "ew":
         raise MtkdError(f"weighting {name!r} balances several tasks; this run trains only {tasks[0]!r} (use ew)")
+    dist = cfg["distill"]
+    if dist["name"] == "okd" and (dist["options"] or {}).get("otw", True) and name != "ew":
+        raise MtkdError(f"OKD-MTL's online task weighting replaces the weighting: use weighting.name=ew, not {name!r}, "
+                        "or distill.options.otw=false")
     weighting.get(cfg["weighting"]["name"], tasks=cfg["data"]["tasks"], **dict(cfg["weighting"]["options"] or {}))
 
 
