@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
 
+from mtkd.functional import unit_vectors
 from mtkd.metrics import DepthMetrics, EdgeMetrics, NormalMetrics, SemsegMetrics
 from mtkd.registry import suggest
 
@@ -43,7 +44,7 @@ def depth_loss(pred: Tensor, target: Tensor) -> Tensor:
 def normal_loss(pred: Tensor, target: Tensor) -> Tensor:
     """1 − cosine between the L2-normalised prediction and the target over valid pixels (all-zero target = invalid)."""
     valid = target.abs().sum(dim=1) > 0
-    cos = (F.normalize(pred.float(), dim=1) * target).sum(dim=1)
+    cos = (unit_vectors(pred.float()) * target).sum(dim=1)
     return _masked_mean(1.0 - cos, valid, pred)
 
 

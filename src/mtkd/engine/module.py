@@ -48,7 +48,8 @@ class MultiTaskModule(L.LightningModule):
         self.val_metrics = nn.ModuleDict({t: self.specs[t].metrics(num_classes) for t in self.tasks})
         self.test_metrics = nn.ModuleDict({t: self.specs[t].metrics(num_classes) for t in self.tasks})
         self.val_loss = MeanMetric()
-        self.epoch_losses = nn.ModuleDict({t: MeanMetric() for t in self.tasks})
+        self._epoch_loss_sum: Tensor | None = None  # unweighted task losses summed over the epoch's steps (DWA)
+        self._epoch_steps = 0
 
     def _build_distillation(self, dcfg: dict[str, Any], task_channels: dict[str, int]):
         """The distiller (a submodule: saved, optimised) and the teachers (a plain list: never saved, never synced)."""
@@ -92,8 +93,9 @@ class MultiTaskModule(L.LightningModule):
             kd_losses = self.distiller(out, teacher_outs, batch, task_losses=losses)
         try:
             weights = self.weighting.backward(
-                losses, extra=sum(kd_losses.values()) if kd_losses else None, shared_params=self.model.shared_parameters(),
-                rep=out.features["shared"], backward_fn=self.manual_backward,
+                losses, extra=sum(kd_losses.values()) if kd_losses else None,
+                shared_params=self.model.shared_parameters(), rep=out.features["shared"],
+                backward_fn=self.manual_backward,
             )
         except MtkdError as err:
             raise MtkdError(f"step {self.global_step}: {err}; the last good checkpoint is kept") from None
@@ -101,25 +103,27 @@ class MultiTaskModule(L.LightningModule):
         if clip:
             self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
         optimizer.step()
-        bs = batch["image"].shape[0]
-        for t, loss in losses.items():
-            value = loss.detach()
-            self.epoch_losses[t].update(value)
-            self.log(f"train/loss/{t}", value, batch_size=bs)
-        for name, value in kd_losses.items():
-            self.log(f"train/kd/{name}", value.detach(), batch_size=bs)
+        detached = torch.stack([loss.detach() for loss in losses.values()])
+        self._epoch_loss_sum = detached if self._epoch_loss_sum is None else self._epoch_loss_sum + detached
+        self._epoch_steps += 1
+        if self.trainer._logger_connector.should_update_logs:  # logging costs ~1 ms a call: only on steps Lightning keeps
+            self._log_step(dict(zip(losses, detached)), weights, kd_losses, batch["image"].shape[0])
+
+    def _log_step(self, losses: dict[str, Tensor], weights: dict[str, float], kd_losses: dict[str, Tensor],
+                  bs: int) -> None:
+        values = {f"train/loss/{t}": v for t, v in losses.items()}
+        values.update({f"train/weight/{t}": float(w) for t, w in weights.items()})
+        values.update({f"train/kd/{name}": v.detach() for name, v in kd_losses.items()})
         if self.distiller is not None:
-            for name, value in self.distiller.logged_values().items():
-                self.log(f"train/distill/{name}", value, batch_size=bs)
-        for t, w in weights.items():
-            self.log(f"train/weight/{t}", float(w), batch_size=bs)
-        self.log("train/loss", sum(v.detach() for v in losses.values()), prog_bar=True, batch_size=bs)
+            values.update({f"train/distill/{k}": v for k, v in self.distiller.logged_values().items()})
+        self.log_dict(values, batch_size=bs)
+        self.log("train/loss", sum(losses.values()), prog_bar=True, batch_size=bs)
 
     def on_train_epoch_end(self) -> None:
-        means = {t: float(m.compute()) for t, m in self.epoch_losses.items()}  # synced across processes
-        for m in self.epoch_losses.values():
-            m.reset()
-        self.weighting.on_train_epoch_end(self.current_epoch, means)
+        if self._epoch_steps:
+            mean = self.trainer.strategy.reduce(self._epoch_loss_sum / self._epoch_steps, reduce_op="mean")
+            self.weighting.on_train_epoch_end(self.current_epoch, dict(zip(self.tasks, mean.tolist())))
+        self._epoch_loss_sum, self._epoch_steps = None, 0
         scheduler = self.lr_schedulers()
         if scheduler is not None:
             scheduler.step()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import torch
 from torchmetrics import Metric
+from mtkd.functional import unit_vectors
 
 __all__ = ["NormalMetrics"]
 
@@ -53,8 +54,8 @@ class NormalMetrics(Metric):
         valid = torch.isfinite(t).all(dim=1) & (t != 0).any(dim=1)  # B x H x W
         t = t.permute(0, 2, 3, 1)[valid]  # N x 3
         p = p.permute(0, 2, 3, 1)[valid]
-        p = p / p.norm(dim=1, keepdim=True).clamp(min=1e-12)
-        t = t / t.norm(dim=1, keepdim=True)
+        p = unit_vectors(p)
+        t = unit_vectors(t)
         ang = torch.rad2deg(torch.arccos((p * t).sum(dim=1).clamp(-1.0, 1.0)))
         self.sum_angle += ang.sum()
         self.n_valid += float(ang.numel())
