@@ -59,3 +59,15 @@ def test_unlabelled_batch_gives_zero_loss_that_backpropagates(task, target):
 def test_unknown_task_suggests_closest():
     with pytest.raises(MtkdError, match="semseg"):
         get_task("segsem")
+
+
+def test_saliency_loss_and_parts_follow_their_masks():
+    pred = torch.tensor([[[[0.5, -1.0, 2.0]]]])
+    target = torch.tensor([[[[0.8, 0.0, -1.0]]]])
+    p = 1 / (1 + np.exp(-np.array([0.5, -1.0])))
+    expected = np.mean([-(0.8 * np.log(p[0]) + 0.2 * np.log(1 - p[0])), -np.log(1 - p[1])])
+    assert get_task("sal").loss(pred, target).item() == pytest.approx(expected, rel=1e-5)
+    metric = get_task("sal").metrics(1)
+    metric.update(torch.full((1, 1, 2, 2), 5.0), torch.ones(1, 1, 2, 2))  # logits: sigmoid applied inside
+    assert metric.compute()["maxF"] == pytest.approx(100.0)
+    assert get_task("parts").metrics(7).num_classes == 7

@@ -15,7 +15,7 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from mtkd.functional import unit_vectors
-from mtkd.metrics import DepthMetrics, EdgeMetrics, NormalMetrics, SemsegMetrics
+from mtkd.metrics import DepthMetrics, EdgeMetrics, NormalMetrics, SaliencyMetrics, SemsegMetrics
 from mtkd.registry import suggest
 
 
@@ -65,22 +65,37 @@ def make_edge_loss(pos_weight: float = 0.95) -> Callable[[Tensor, Tensor], Tenso
     return edge_loss
 
 
+def saliency_loss(pred: Tensor, target: Tensor) -> Tensor:
+    """Binary cross-entropy on saliency logits against the (soft) saliency map; target −1 = invalid."""
+    valid = target >= 0
+    bce = F.binary_cross_entropy_with_logits(pred.float(), target.clamp(min=0).float(), reduction="none")
+    return _masked_mean(bce, valid, pred)
+
+
+class SaliencyFromLogits(SaliencyMetrics):
+    """``SaliencyMetrics`` fed with logits (it expects probabilities): the sigmoid is applied here."""
+
+    def update(self, pred: Tensor, target: Tensor) -> None:
+        super().update(torch.sigmoid(pred), target)
+
+
 @dataclass(frozen=True)
 class TaskSpec:
-    """What the engine needs to know about one task."""
+    """What the engine needs to know about one task (the output channels come from the data)."""
 
     name: str
-    channels: Callable[[int], int]  # output channels given the dataset's class count
     loss: Callable[[Tensor, Tensor], Tensor]
-    metrics: Callable[[int], Metric]  # split-level accumulator given the class count
+    metrics: Callable[[int], Metric]  # split-level accumulator given the task's output channels
     monitor: str  # the metric shown first in tables
 
 
 TASKS: dict[str, TaskSpec] = {
-    "semseg": TaskSpec("semseg", lambda c: c, semseg_loss, lambda c: SemsegMetrics(c), "mIoU"),
-    "depth": TaskSpec("depth", lambda c: 1, depth_loss, lambda c: DepthMetrics(), "abs_err"),
-    "normal": TaskSpec("normal", lambda c: 3, normal_loss, lambda c: NormalMetrics(), "mean"),
-    "edge": TaskSpec("edge", lambda c: 1, make_edge_loss(), lambda c: EdgeMetrics(), "F"),
+    "semseg": TaskSpec("semseg", semseg_loss, lambda c: SemsegMetrics(c), "mIoU"),
+    "depth": TaskSpec("depth", depth_loss, lambda c: DepthMetrics(), "abs_err"),
+    "normal": TaskSpec("normal", normal_loss, lambda c: NormalMetrics(), "mean"),
+    "edge": TaskSpec("edge", make_edge_loss(), lambda c: EdgeMetrics(), "F"),
+    "sal": TaskSpec("sal", saliency_loss, lambda c: SaliencyFromLogits(), "maxF"),
+    "parts": TaskSpec("parts", semseg_loss, lambda c: SemsegMetrics(c), "mIoU"),  # human parts: CE, mIoU
 }
 
 
@@ -90,5 +105,5 @@ def get_task(name: str, edge_pos_weight: float = 0.95) -> TaskSpec:
         raise suggest(name, TASKS, "task")
     spec = TASKS[name]
     if name == "edge" and edge_pos_weight != 0.95:
-        spec = TaskSpec("edge", spec.channels, make_edge_loss(edge_pos_weight), spec.metrics, spec.monitor)
+        spec = TaskSpec("edge", make_edge_loss(edge_pos_weight), spec.metrics, spec.monitor)
     return spec

@@ -177,7 +177,7 @@ def convert_pascal_context(
                 raise MtkdError(f"{sp}: semseg must be a single-channel PNG, got shape {seg.shape}")
             check_same_size(img, ip, seg, sp)
             check_labels(seg, list(range(21)) + [255], sp)
-            lab = np.where(seg == 255, -1, seg).astype(np.int16)
+            lab = np.where(seg == 255, -1, seg.astype(np.int16))  # cast first: uint8 cannot hold -1
             out_["label"] = resize_nearest(lab, hw)
         if "parts" in tasks:
             pp = src / "human_parts" / f"{sid}.mat"

@@ -26,7 +26,7 @@ class MultiTaskModule(L.LightningModule):
     """Trains ``MultiTaskModel`` on ``task_channels`` with the configured weighting and optimiser.
 
     ``config`` is the resolved run config as a plain dict (saved in checkpoints; ``mtkd eval`` rebuilds the model
-    from it). ``num_classes`` is the dataset's semantic class count.
+    from it). ``task_channels`` maps each task to its output channels (class counts for semseg and parts).
     """
 
     def __init__(self, config: dict[str, Any], task_channels: dict[str, int]):
@@ -35,7 +35,6 @@ class MultiTaskModule(L.LightningModule):
         self.automatic_optimization = False
         self.config = config
         self.tasks = list(task_channels)
-        num_classes = task_channels.get("semseg", 0)
         model_cfg = config["model"]
         self.model = build_model(
             model_cfg["arch"], model_cfg["backbone"], dict(task_channels), head=model_cfg["head"],
@@ -45,8 +44,8 @@ class MultiTaskModule(L.LightningModule):
         wcfg = config["weighting"]
         self.weighting = weighting_lib.get(wcfg["name"], tasks=self.tasks, **dict(wcfg.get("options") or {}))
         self.distiller, self._teachers = self._build_distillation(config["distill"], task_channels)
-        self.val_metrics = nn.ModuleDict({t: self.specs[t].metrics(num_classes) for t in self.tasks})
-        self.test_metrics = nn.ModuleDict({t: self.specs[t].metrics(num_classes) for t in self.tasks})
+        self.val_metrics = nn.ModuleDict({t: self.specs[t].metrics(task_channels[t]) for t in self.tasks})
+        self.test_metrics = nn.ModuleDict({t: self.specs[t].metrics(task_channels[t]) for t in self.tasks})
         self.val_loss = MeanMetric()
         self._epoch_loss_sum: Tensor | None = None  # unweighted task losses summed over the epoch's steps (DWA)
         self._epoch_steps = 0
