@@ -6,6 +6,7 @@ User mistakes (``MtkdError``) print one line and exit 2; ``--traceback`` shows t
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import warnings
 
@@ -65,6 +66,8 @@ def _dispatch(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     warnings.filterwarnings("ignore", module="lightning")
+    for name in ("lightning.pytorch", "lightning.fabric"):  # device banners and tips: mtkd prints what matters
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         _dispatch(args)
     except MtkdError as err:

@@ -55,7 +55,7 @@ def rich_table(runs: dict[str, dict[str, Any]], title: str = "") -> Table:
     header, rows = table_rows(runs, metrics=2)
     table = Table(title=title)
     for h in header:
-        table.add_column(h, justify="left" if h == "method" else "right")
+        table.add_column(h, justify="left" if h == "method" else "right", no_wrap=h == "method")
     for r in rows:
         table.add_row(*r)
     return table

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -48,21 +49,17 @@ def normal_loss(pred: Tensor, target: Tensor) -> Tensor:
     return _masked_mean(1.0 - cos, valid, pred)
 
 
-def make_edge_loss(pos_weight: float = 0.95) -> Callable[[Tensor, Tensor], Tensor]:
+def edge_loss(pred: Tensor, target: Tensor, pos_weight: float = 0.95) -> Tensor:
     """Weighted binary cross-entropy on boundary logits: positives weigh ``pos_weight``, negatives ``1 − pos_weight``.
 
     Boundaries cover a few percent of pixels, so an unweighted BCE learns "no edge anywhere"; 0.95 is the
     positive weight of the dense-MTL codebases (ATRC, Multi-Task-Learning-PyTorch). Target −1 = invalid.
     """
-
-    def edge_loss(pred: Tensor, target: Tensor) -> Tensor:
-        valid = target >= 0
-        y = target.clamp(min=0).float()
-        weight = torch.where(y > 0.5, pos_weight, 1.0 - pos_weight)
-        bce = F.binary_cross_entropy_with_logits(pred.float(), y, weight=weight, reduction="none")
-        return _masked_mean(bce, valid, pred)
-
-    return edge_loss
+    valid = target >= 0
+    y = target.clamp(min=0).float()
+    weight = torch.where(y > 0.5, pos_weight, 1.0 - pos_weight)
+    bce = F.binary_cross_entropy_with_logits(pred.float(), y, weight=weight, reduction="none")
+    return _masked_mean(bce, valid, pred)
 
 
 def saliency_loss(pred: Tensor, target: Tensor) -> Tensor:
@@ -89,13 +86,34 @@ class TaskSpec:
     monitor: str  # the metric shown first in tables
 
 
+def _semseg_metrics(channels: int) -> Metric:
+    return SemsegMetrics(channels)
+
+
+def _depth_metrics(channels: int) -> Metric:
+    return DepthMetrics()
+
+
+def _normal_metrics(channels: int) -> Metric:
+    return NormalMetrics()
+
+
+def _edge_metrics(channels: int) -> Metric:
+    return EdgeMetrics()
+
+
+def _saliency_metrics(channels: int) -> Metric:
+    return SaliencyFromLogits()
+
+
+# Module-level functions only (no lambdas or closures): specs are pickled when DDP spawns processes.
 TASKS: dict[str, TaskSpec] = {
-    "semseg": TaskSpec("semseg", semseg_loss, lambda c: SemsegMetrics(c), "mIoU"),
-    "depth": TaskSpec("depth", depth_loss, lambda c: DepthMetrics(), "abs_err"),
-    "normal": TaskSpec("normal", normal_loss, lambda c: NormalMetrics(), "mean"),
-    "edge": TaskSpec("edge", make_edge_loss(), lambda c: EdgeMetrics(), "F"),
-    "sal": TaskSpec("sal", saliency_loss, lambda c: SaliencyFromLogits(), "maxF"),
-    "parts": TaskSpec("parts", semseg_loss, lambda c: SemsegMetrics(c), "mIoU"),  # human parts: CE, mIoU
+    "semseg": TaskSpec("semseg", semseg_loss, _semseg_metrics, "mIoU"),
+    "depth": TaskSpec("depth", depth_loss, _depth_metrics, "abs_err"),
+    "normal": TaskSpec("normal", normal_loss, _normal_metrics, "mean"),
+    "edge": TaskSpec("edge", edge_loss, _edge_metrics, "F"),
+    "sal": TaskSpec("sal", saliency_loss, _saliency_metrics, "maxF"),
+    "parts": TaskSpec("parts", semseg_loss, _semseg_metrics, "mIoU"),  # human parts: CE, mIoU
 }
 
 
@@ -105,5 +123,5 @@ def get_task(name: str, edge_pos_weight: float = 0.95) -> TaskSpec:
         raise suggest(name, TASKS, "task")
     spec = TASKS[name]
     if name == "edge" and edge_pos_weight != 0.95:
-        spec = TaskSpec("edge", make_edge_loss(edge_pos_weight), spec.metrics, spec.monitor)
+        spec = TaskSpec("edge", partial(edge_loss, pos_weight=edge_pos_weight), spec.metrics, spec.monitor)
     return spec

@@ -264,14 +264,14 @@ class FolderDataset(torch.utils.data.Dataset):
     def load(self, index: int) -> dict[str, Any]:
         """File ``index`` (not a position) as tensors, checked, before the transform."""
         p = self.path(index, "image")
-        img = _load(p)
+        img = read_npy(p)
         if img.dtype == np.uint8:
             img = img.astype(np.float32) / 255.0
         _finite(p, img, "image")
         out: dict[str, Any] = {"image": torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32).transpose(2, 0, 1).copy())}
         for task, folder in self.folders.items():
             q = self.path(index, folder)
-            arr = _load(q)
+            arr = read_npy(q)
             _finite(q, arr, task)
             if task in CLASS_TASKS:
                 arr = arr.reshape(arr.shape[:2])
@@ -296,7 +296,8 @@ class FolderDataset(torch.utils.data.Dataset):
         return self.transform(sample) if self.transform is not None else sample
 
 
-def _load(path: Path) -> np.ndarray:
+def read_npy(path: Path) -> np.ndarray:
+    """``np.load`` without pickles; a missing or unreadable file is one clear line naming it."""
     try:
         return np.load(path, allow_pickle=False)
     except FileNotFoundError:

@@ -149,15 +149,6 @@ def read_png(path: Path, modes: Sequence[str] | None = None) -> np.ndarray:
         raise MtkdError(f"{path}: not a readable PNG ({type(e).__name__}: {e})")
 
 
-def read_npy(path: Path) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise MtkdError(f"{path}: missing")
-    except Exception as e:
-        raise MtkdError(f"{path}: not a readable .npy ({type(e).__name__}: {e})")
-
-
 def read_lines(path: Path) -> list[str]:
     try:
         lines = [ln.strip() for ln in Path(path).read_text().splitlines()]

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from mtkd.data.folder import read_npy
 from mtkd.datasets.convert import (
     Plan,
     check_labels,
@@ -26,7 +27,6 @@ from mtkd.datasets.convert import (
     parse_size,
     read_image,
     read_lines,
-    read_npy,
     read_png,
     resize_image,
     resize_nearest,

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 import mtkd
 from mtkd.config import to_dict
 from mtkd.data.datamodule import MultiTaskDataModule
-from mtkd.engine.checkpoint_io import AtomicCheckpointIO
+from mtkd.engine.checkpoint_io import AtomicCheckpointIO, load_checkpoint
 from mtkd.engine.module import MultiTaskModule
 from mtkd.errors import MtkdError
 
@@ -143,11 +143,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     wall = time.time() - start
     best = Path(trainer.checkpoint_callback.best_model_path or run_dir / "checkpoints" / "last.ckpt")
     tested = trainer.test(module, datamodule=dm, ckpt_path=str(best), verbose=False)[0]
+    last = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")  # the trainer's own counters are not sent back
+    # from spawned processes (ddp_spawn), the checkpoint's are
     results = {
         "name": cfg.name, "dataset": dm.dataset_name, "tasks": module.tasks, "method": cfg.weighting.name,
         "test": nest(tested, "test"), "best_checkpoint": str(best),
         "best_val_loss": float(trainer.checkpoint_callback.best_model_score or float("nan")),
-        "epochs": trainer.current_epoch, "steps": trainer.global_step, "wall_time_s": round(wall, 1),
+        "epochs": last["epoch"] + 1, "steps": last["global_step"], "wall_time_s": round(wall, 1),
         "parameters": sum(p.numel() for p in module.model.parameters()), "seed": cfg.seed,
         "config": plain, "versions": versions(),
     }

@@ -36,22 +36,20 @@ from torch import nn
 from mtkd.errors import MtkdError
 from mtkd.models.backbones import Backbone, ConvNet, build_backbone
 from mtkd.models.heads import HEADS
-from mtkd.models.multitask import Output
+from mtkd.models.multitask import Output, check_args
 from mtkd.models.neck import DeepestStage, FPNNeck
 
 
 # --- helpers shared with mtan.py ---------------------------------------------------------------------------------
 
-def check_args(tasks, decoder_channels) -> None:
-    if not isinstance(tasks, dict) or not tasks:
-        raise MtkdError(f"tasks must be a non-empty dict task -> output channels, got {tasks!r}")
-    for t, c in tasks.items():
-        if not isinstance(t, str) or not t or "." in t:
-            raise MtkdError(f"task name {t!r} must be a non-empty string without '.'")
-        if isinstance(c, bool) or not isinstance(c, int) or c < 1:
-            raise MtkdError(f"task {t!r}: output channels must be a positive int, got {c!r}")
-    if isinstance(decoder_channels, bool) or not isinstance(decoder_channels, int) or decoder_channels < 1:
-        raise MtkdError(f"decoder_channels must be a positive int, got {decoder_channels!r}")
+def per_task_neck_taps(feature_info, necks: nn.ModuleDict, heads: nn.ModuleDict) -> dict[str, tuple[int, int]]:
+    """Taps of a model with one neck per task: backbone stages, ``shared`` = the necks' outputs concatenated."""
+    out = {fi["name"]: (fi["num_chs"], fi["reduction"]) for fi in feature_info}
+    neck = next(iter(necks.values()))
+    out["shared"] = (neck.channels * len(necks), neck.reduction)
+    for t, head in heads.items():
+        out[f"head.{t}"] = (head.channels, neck.reduction)
+    return out
 
 
 def check_image(image) -> None:
@@ -170,12 +168,7 @@ class CrossStitchModel(nn.Module):
         return Output(preds, features)
 
     def taps(self) -> dict[str, tuple[int, int]]:
-        out = {fi["name"]: (fi["num_chs"], fi["reduction"]) for fi in self.feature_info}
-        neck = next(iter(self.necks.values()))
-        out["shared"] = (neck.channels * len(self.tasks), neck.reduction)
-        for t, head in self.heads.items():
-            out[f"head.{t}"] = (head.channels, neck.reduction)
-        return out
+        return per_task_neck_taps(self.feature_info, self.necks, self.heads)
 
     def shared_parameters(self) -> list[nn.Parameter]:
         return list(self.backbones.parameters()) + list(self.stitches.parameters())

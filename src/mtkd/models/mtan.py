@@ -31,8 +31,8 @@ from torch import nn
 
 from mtkd.errors import MtkdError
 from mtkd.models.backbones import Backbone, conv_bn_relu
-from mtkd.models.cross_stitch import check_args, check_image, make_backbone, make_neck_and_heads, run_heads
-from mtkd.models.multitask import Output
+from mtkd.models.cross_stitch import check_image, make_backbone, make_neck_and_heads, per_task_neck_taps, run_heads
+from mtkd.models.multitask import Output, check_args
 
 
 class AttentionMask(nn.Module):
@@ -92,12 +92,7 @@ class MTANModel(nn.Module):
         return Output(preds, features)
 
     def taps(self) -> dict[str, tuple[int, int]]:
-        out = {fi["name"]: (fi["num_chs"], fi["reduction"]) for fi in self.backbone.feature_info}
-        neck = next(iter(self.necks.values()))
-        out["shared"] = (neck.channels * len(self.tasks), neck.reduction)
-        for t, head in self.heads.items():
-            out[f"head.{t}"] = (head.channels, neck.reduction)
-        return out
+        return per_task_neck_taps(self.backbone.feature_info, self.necks, self.heads)
 
     def shared_parameters(self) -> list[nn.Parameter]:
         return list(self.backbone.parameters())

@@ -23,6 +23,19 @@ from mtkd.models.heads import HEADS
 from mtkd.models.neck import DeepestStage, FPNNeck
 
 
+def check_args(tasks, decoder_channels) -> None:
+    """Refuse a malformed task dict or decoder width with one clear line."""
+    if not isinstance(tasks, dict) or not tasks:
+        raise MtkdError(f"tasks must be a non-empty dict task -> output channels, got {tasks!r}")
+    for t, c in tasks.items():
+        if not isinstance(t, str) or not t or "." in t:
+            raise MtkdError(f"task name {t!r} must be a non-empty string without '.'")
+        if isinstance(c, bool) or not isinstance(c, int) or c < 1:
+            raise MtkdError(f"task {t!r}: output channels must be a positive int, got {c!r}")
+    if isinstance(decoder_channels, bool) or not isinstance(decoder_channels, int) or decoder_channels < 1:
+        raise MtkdError(f"decoder_channels must be a positive int, got {decoder_channels!r}")
+
+
 class Output(NamedTuple):
     preds: dict[str, torch.Tensor]
     features: dict[str, torch.Tensor]
@@ -39,15 +52,7 @@ class MultiTaskModel(nn.Module):
         **head_options,
     ):
         super().__init__()
-        if not isinstance(tasks, dict) or not tasks:
-            raise MtkdError(f"tasks must be a non-empty dict task -> output channels, got {tasks!r}")
-        for t, c in tasks.items():
-            if not isinstance(t, str) or not t or "." in t:
-                raise MtkdError(f"task name {t!r} must be a non-empty string without '.'")
-            if isinstance(c, bool) or not isinstance(c, int) or c < 1:
-                raise MtkdError(f"task {t!r}: output channels must be a positive int, got {c!r}")
-        if isinstance(decoder_channels, bool) or not isinstance(decoder_channels, int) or decoder_channels < 1:
-            raise MtkdError(f"decoder_channels must be a positive int, got {decoder_channels!r}")
+        check_args(tasks, decoder_channels)
         self.tasks = dict(tasks)
         if isinstance(backbone, str):
             self.backbone_name = backbone
