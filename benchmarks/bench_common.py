@@ -64,10 +64,11 @@ def lightning_step_times(module: L.LightningModule, batch: dict, steps: int, war
     return timer.times[warmup:]
 
 
-def save_teacher(path: Path, task: str, backbone: str = "tiny") -> str:
-    """A randomly initialised single-task teacher written in mtkd's checkpoint format."""
-    cfg = config(f"model.backbone={backbone}", f"data.tasks=[{task}]")
-    model = MultiTaskModel(backbone, {task: TASKS[task]}, decoder_channels=cfg["model"]["decoder_channels"])
+def save_teacher(path: Path, tasks: list[str], backbone: str = "tiny") -> str:
+    """A randomly initialised teacher for ``tasks`` written in mtkd's checkpoint format."""
+    channels = {t: TASKS[t] for t in tasks}
+    cfg = config(f"model.backbone={backbone}", f"data.tasks=[{','.join(tasks)}]")
+    model = MultiTaskModel(backbone, channels, decoder_channels=cfg["model"]["decoder_channels"])
     state = {f"model.{k}": v for k, v in model.state_dict().items()}
-    torch.save({"hyper_parameters": {"config": cfg, "task_channels": {task: TASKS[task]}}, "state_dict": state}, path)
+    torch.save({"hyper_parameters": {"config": cfg, "task_channels": channels}, "state_dict": state}, path)
     return str(path)

@@ -1,15 +1,16 @@
-"""One distillation training step vs one plain multi-task step of the same student, teachers' forward timed apart.
+"""Distillation training steps vs one plain multi-task step of the same student, teachers' forward timed apart.
 
-Target (issue 5): KD step ≤ MTL step + teachers' forward + 10%. Peak memory: growth of the process's peak RSS
-while each side runs (CPU), or ``torch.cuda.max_memory_allocated`` on a GPU. Measured in one process, alternating.
+For each method: the median step time, its ratio to the equal-weight MTL step, and its ratio to "MTL step +
+teachers' forward" (issue 5's target for frozen-teacher methods: ≤ 1.10). Teachers: three tiny single-task
+models (KDAM: one "small" multi-task model; OKD-MTL trains its own three single-task networks, no frozen teacher).
+All methods are measured in one process on the same batch, alternating with the MTL step round by round.
 
-    python benchmarks/kd_overhead.py [--steps 20] [--rounds 2] [--batch 8] [--method kd4mtl]
+    python benchmarks/kd_overhead.py [--steps 20] [--rounds 2] [--batch 8] [--methods kd4mtl kd ...]
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
 import tempfile
 import time
@@ -21,19 +22,33 @@ from bench_common import TASKS, config, lightning_step_times, make_batch, save_t
 
 from mtkd.engine.module import MultiTaskModule
 
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+METHODS = ("kd4mtl", "kd", "dist", "cwd", "fitnet", "kdam", "jointdistill", "okd")
 
 
 def teacher_forward_times(module: MultiTaskModule, batch: dict, steps: int) -> list[float]:
-    teachers = module.teachers
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
-        teachers(batch["image"])
+        module.teachers(batch["image"])
         times.append(time.perf_counter() - t0)
     return times
+
+
+def build(method: str, tmp: Path) -> MultiTaskModule:
+    if method == "okd":
+        return MultiTaskModule(config("distill.name=okd"), TASKS)
+    if method == "kdam":
+        path = tmp / "mtl.ckpt"
+        if not path.exists():
+            save_teacher(path, list(TASKS), backbone="small")
+        sources = {t: path for t in TASKS}
+    else:
+        sources = {t: tmp / f"{t}.ckpt" for t in TASKS}
+        for t, p in sources.items():
+            if not p.exists():
+                save_teacher(p, [t])
+    teachers = [f"distill.teachers.{t}={p}" for t, p in sources.items()]
+    return MultiTaskModule(config(f"distill.name={method}", *teachers), TASKS)
 
 
 def main() -> None:
@@ -41,32 +56,33 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--method", default="kd4mtl")
+    ap.add_argument("--methods", nargs="+", default=list(METHODS))
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     torch.manual_seed(0)
     batch = make_batch(args.batch)
     with tempfile.TemporaryDirectory() as tmp:
-        teachers = [f"distill.teachers.{t}={save_teacher(Path(tmp) / f'{t}.ckpt', t)}" for t in TASKS]
         mtl = MultiTaskModule(config(), TASKS)
-        kd = MultiTaskModule(config(f"distill.name={args.method}", *teachers), TASKS)
-        mtl_t, kd_t, teach_t = [], [], []
-        rss0 = peak_rss_mb()
+        modules = {m: build(m, Path(tmp)) for m in args.methods}
+        mtl_t: list[float] = []
+        kd_t: dict[str, list[float]] = {m: [] for m in modules}
+        teach_t: dict[str, list[float]] = {m: [] for m in modules}
         for _ in range(args.rounds):
             mtl_t += lightning_step_times(mtl, batch, args.steps)
-            rss_mtl = peak_rss_mb()
-            kd_t += lightning_step_times(kd, batch, args.steps)
-            teach_t += teacher_forward_times(kd, batch, args.steps)
-        rss_kd = peak_rss_mb()
-    m, k, t = (statistics.median(x) for x in (mtl_t, kd_t, teach_t))
+            for m, module in modules.items():
+                kd_t[m] += lightning_step_times(module, batch, args.steps)
+                if module.teachers is not None:
+                    teach_t[m] += teacher_forward_times(module, batch, args.steps)
+    base = statistics.median(mtl_t)
     print(f"device: cpu ({torch.get_num_threads()} threads), batch {args.batch}x3x96x128, tiny student, "
-          f"3 tiny single-task teachers, method {args.method}, {len(mtl_t)} steps each")
-    print(f"MTL step              : {m * 1e3:8.1f} ms")
-    print(f"teachers' forward     : {t * 1e3:8.1f} ms")
-    print(f"KD step               : {k * 1e3:8.1f} ms")
-    print(f"KD / (MTL + teachers) : {k / (m + t):8.3f}   (target <= 1.10)")
-    print(f"peak RSS growth: MTL {rss_mtl - rss0:.0f} MB, then KD {rss_kd - rss_mtl:.0f} MB more "
-          "(RSS peaks only grow: the KD figure is its excess over the MTL peak)")
+          f"{args.rounds}x{args.steps} steps each, medians")
+    print(f"{'method':<13}{'step ms':>9}{'× MTL':>8}{'teachers ms':>13}{'× (MTL+teachers)':>18}")
+    print(f"{'mtl (ew)':<13}{base * 1e3:>9.1f}{1.0:>8.2f}")
+    for m in modules:
+        k = statistics.median(kd_t[m])
+        t = statistics.median(teach_t[m]) if teach_t[m] else 0.0
+        vs = f"{k / (base + t):>18.2f}" if teach_t[m] else f"{'(no frozen teacher)':>18}"
+        print(f"{m:<13}{k * 1e3:>9.1f}{k / base:>8.2f}{t * 1e3:>13.1f}{vs}")
 
 
 if __name__ == "__main__":

@@ -13,21 +13,30 @@ from typing import Any
 from rich.console import Console
 
 from mtkd.config import load_config
-from mtkd.distill import DISTILLERS
+from mtkd import weighting
+from mtkd.distill import DISTILLERS, needs_teachers
 from mtkd.engine.run import train, write_json
+from mtkd.registry import suggest
 from mtkd.report import markdown_table, rich_table
 
 DEMO_TASKS = ("semseg", "depth", "normal")
 DEFAULT_METHODS = ("ew", "kd4mtl", "kd")
 
 
+MTL_TEACHER = "teacher-mtl-small"  # KDAM's one strong multi-task teacher: the "small" backbone, all tasks
+
+
 def method_overrides(method: str, out_dir: Path) -> list[str]:
-    """A demo row: a weighting name (equal teachers-free MTL) or a distillation method over the single-task runs."""
+    """A demo row: a weighting name (teacher-free MTL) or a distillation method with the demo's teachers."""
+    if method == MTL_TEACHER:
+        return ["model.backbone=small"]
     if method not in DISTILLERS:
         return [f"weighting.name={method}"]
-    teachers = [f"distill.teachers.{t}={out_dir / f'single-{t}'}" for t in DEMO_TASKS]
-    lr = ["distill.lr=0.01"] if method in ("kd4mtl", "fitnet") else []
-    return [f"distill.name={method}", *teachers, *lr]
+    if not needs_teachers(method):  # OKD-MTL trains its own single-task networks
+        return [f"distill.name={method}"]
+    source = {t: out_dir / (MTL_TEACHER if method == "kdam" else f"single-{t}") for t in DEMO_TASKS}
+    extra = {"kd4mtl": ["distill.lr=0.01"], "fitnet": ["distill.lr=0.01"], "jointdistill": ["data.val_fraction=0.15"]}
+    return [f"distill.name={method}", *[f"distill.teachers.{t}={p}" for t, p in source.items()], *extra.get(method, [])]
 
 
 def demo_overrides(epochs: int, n_train: int, data_root: str) -> list[str]:
@@ -46,7 +55,13 @@ def run_demo(out: str = "runs/demo", methods: tuple[str, ...] = DEFAULT_METHODS,
     out_dir = Path(out)
     common = demo_overrides(epochs, n_train, str(out_dir / "data"))
     plans = [(f"single-{t}", [f"data.tasks=[{t}]"]) for t in DEMO_TASKS]
-    plans += [(f"mtl-{m}", [f"data.tasks=[{','.join(DEMO_TASKS)}]", *method_overrides(m, out_dir)]) for m in methods]
+    if "kdam" in methods:
+        methods = (MTL_TEACHER, *methods)
+    for m in methods:  # refuse a typo before hours of training
+        if m not in DISTILLERS and m != MTL_TEACHER and m not in weighting.names():
+            raise suggest(m, [*weighting.names(), *DISTILLERS.names()], "demo method")
+    all_tasks = f"data.tasks=[{','.join(DEMO_TASKS)}]"
+    plans += [(m if m == MTL_TEACHER else f"mtl-{m}", [all_tasks, *method_overrides(m, out_dir)]) for m in methods]
     results: dict[str, dict[str, Any]] = {}
     start = time.time()
     for name, extra in plans:

@@ -130,3 +130,20 @@ def test_famo_against_torch_adam():
         assert abs(sum(w.values()) - 1) < 1e-6
     np.testing.assert_allclose(famo.logits.numpy(), logits.detach().numpy(), rtol=1e-5, atol=1e-9)
     assert famo.logits[0] < famo.logits[2]  # the task that decreased least gets the larger logit
+
+
+def test_fixed_weights_follow_the_option_and_refuse_bad_values():
+    import torch
+
+    from mtkd.errors import MtkdError
+    from mtkd.weighting import get
+
+    w = get("fixed", tasks=["semseg", "sal", "edge"], weights={"sal": 5, "edge": 50})
+    p = torch.tensor(1.0, requires_grad=True)
+    losses = {"semseg": p * 1.0, "sal": p * 2.0, "edge": p * 3.0}
+    chosen = w.backward(losses)
+    assert chosen == {"semseg": 1.0, "sal": 5.0, "edge": 50.0}
+    assert p.grad.item() == 1 * 1 + 5 * 2 + 50 * 3
+    for bad in ({"sal": -1}, {"sal": float("nan")}, {"depth": 1}):
+        with pytest.raises(MtkdError):
+            get("fixed", tasks=["semseg", "sal"], weights=bad)

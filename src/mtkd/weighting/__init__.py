@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from mtkd.weighting import (  # noqa: F401  (registration)
-    alignedmtl, cagrad, dbmtl, dwa, ew, famo, graddrop, gradnorm, gradvac, imtl, mgda, nashmtl, pcgrad, rlw, uw,
+    alignedmtl, cagrad, dbmtl, dwa, ew, famo, fixed, graddrop, gradnorm, gradvac, imtl, mgda, nashmtl, pcgrad, rlw,
+    uw,
 )
 from mtkd.weighting.base import WEIGHTINGS, GradientWeighting, LossWeighting, Weighting
 
