@@ -86,3 +86,23 @@ def test_bad_distillation_inputs_are_refused_before_training(teachers):
         MultiTaskModule(dict(load_config(None, tiny(tmp, "distill.name=kd"))), channels)
     with pytest.raises(MtkdError, match="kd4mtl"):
         build(method="kd4mt")
+
+
+def test_teacher_from_a_weights_file_and_its_model_config(teachers, tmp_path):
+    from safetensors.torch import save_file
+
+    from mtkd.engine.checkpoint_io import load_model
+
+    tmp, sources = teachers
+    model, _ = load_model(f"{sources['semseg']}/checkpoints/best.ckpt")
+    weights = tmp_path / "semseg.safetensors"
+    save_file(model.state_dict(), str(weights))
+    spec = [f"distill.teachers.semseg.weights={weights}", "distill.teachers.semseg.tasks.semseg=8",
+            "distill.teachers.semseg.model.decoder_channels=16"]
+    cfg = load_config(None, tiny(tmp, "name=w", "data.tasks=[semseg]", "distill.name=kd", *spec))
+    module = MultiTaskModule(dict(cfg), {"semseg": 8})
+    image = torch.randn(1, 3, 32, 48)
+    torch.testing.assert_close(module.teachers(image)["semseg"].preds["semseg"], model.eval()(image).preds["semseg"])
+    bad = load_config(None, tiny(tmp, "data.tasks=[semseg]", "distill.name=kd", *spec[:2]))  # wrong decoder width
+    with pytest.raises(MtkdError, match="do not fit"):
+        MultiTaskModule(dict(bad), {"semseg": 8})

@@ -7,15 +7,17 @@ in the student's checkpoint nor in DDP's gradient sync.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from mtkd.engine.checkpoint_io import load_model
+from mtkd.config import DEFAULTS
+from mtkd.engine.checkpoint_io import load_checkpoint, load_model
 from mtkd.errors import MtkdError
-from mtkd.models import MultiTaskModel, Output
+from mtkd.models import MultiTaskModel, Output, build_model
 
 
 def resolve_checkpoint(ref: str | Path) -> Path:
@@ -28,26 +30,62 @@ def resolve_checkpoint(ref: str | Path) -> Path:
     return path
 
 
-class TeacherSet(nn.Module):
-    """The teachers of a run: ``{task: checkpoint}``; tasks naming the same checkpoint share one model."""
+def model_from_weights(spec: Mapping[str, Any]) -> MultiTaskModel:
+    """A teacher from a bare weights file plus its model config (e.g. trained outside mtkd's engine):
+    ``{weights: file (.safetensors or a torch state dict), tasks: {task: channels}, model: {arch, backbone, head,
+    decoder_channels}}`` (``model`` keys default to mtkd's defaults)."""
+    missing = {"weights", "tasks"} - set(spec)
+    if missing:
+        raise MtkdError(f"a teacher given as a mapping needs {sorted(missing)} (and optionally model: {{...}})")
+    path = Path(spec["weights"])
+    if not path.is_file():
+        raise MtkdError(f"teacher weights {path} do not exist")
+    m = {**DEFAULTS["model"], **dict(spec.get("model") or {})}
+    model = build_model(m["arch"], m["backbone"], {t: int(c) for t, c in spec["tasks"].items()}, head=m["head"],
+                        decoder_channels=m["decoder_channels"])
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
 
-    def __init__(self, sources: dict[str, str], bn_mode: str = "eval"):
+        state = load_file(str(path))
+    else:
+        state = load_checkpoint(path)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise MtkdError(f"teacher weights {path} do not fit the given model config: {str(err).splitlines()[0]}") from None
+    return model
+
+
+def source_id(ref: str | Path | Mapping[str, Any]) -> str:
+    """The file a teacher reference loads (tasks naming the same file share one teacher)."""
+    if isinstance(ref, Mapping):
+        return str(Path(ref.get("weights", "")))
+    return str(resolve_checkpoint(ref))
+
+
+class TeacherSet(nn.Module):
+    """The teachers of a run: ``{task: checkpoint | run folder | {weights, tasks, model}}``; tasks naming the same
+    source share one model (one multi-task teacher)."""
+
+    def __init__(self, sources: dict[str, Any], bn_mode: str = "eval"):
         super().__init__()
         if bn_mode not in ("eval", "train"):
             raise MtkdError(f"distill.teacher_bn must be 'eval' or 'train', got {bn_mode!r}")
         self.bn_mode = bn_mode
-        paths = {task: resolve_checkpoint(ref) for task, ref in sources.items()}
+        paths = {task: source_id(ref) for task, ref in sources.items()}
         self.task_to_teacher: dict[str, str] = {}
         self.models = nn.ModuleDict()
         for task, path in paths.items():
             key = f"t{list(dict.fromkeys(paths.values())).index(path)}"
             if key not in self.models:
-                model, _ = load_model(path)
+                ref = sources[task]
+                model = model_from_weights(ref) if isinstance(ref, Mapping) else load_model(path)[0]
                 self.models[key] = model.requires_grad_(False)
             if task not in self.models[key].tasks:
                 raise MtkdError(f"teacher {path} does not predict task {task!r} (it predicts {', '.join(self.models[key].tasks)})")
             self.task_to_teacher[task] = key
         self.sources = {task: str(p) for task, p in paths.items()}
+        self.train()  # eval mode from the start (BN-train only when asked), not only once fitting begins
 
     def model_for(self, task: str) -> MultiTaskModel:
         return self.models[self.task_to_teacher[task]]
