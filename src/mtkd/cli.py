@@ -66,6 +66,8 @@ def _dispatch(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     warnings.filterwarnings("ignore", module="lightning")
+    import lightning.pytorch  # noqa: F401  (it sets its loggers to INFO on import: quiet them after)
+
     for name in ("lightning.pytorch", "lightning.fabric"):  # device banners and tips: mtkd prints what matters
         logging.getLogger(name).setLevel(logging.WARNING)
     try:

@@ -51,7 +51,7 @@ def run_demo(out: str = "runs/demo", methods: tuple[str, ...] = DEFAULT_METHODS,
     """Train one single-task model per task (the Δm baseline and the teachers), then one multi-task model per entry of
     ``methods``: a weighting name (``ew``, ``uw``, ``pcgrad``, ...) or a distillation method (``kd4mtl``, ``kd``, ...)
     whose teachers are the single-task models."""
-    console = console or Console()
+    console = console or Console(width=max(Console().width, 120))  # the table needs ~110 columns
     out_dir = Path(out)
     common = demo_overrides(epochs, n_train, str(out_dir / "data"))
     plans = [(f"single-{t}", [f"data.tasks=[{t}]"]) for t in DEMO_TASKS]
