@@ -81,8 +81,10 @@ def main() -> None:
     for m in modules:
         k = statistics.median(kd_t[m])
         t = statistics.median(teach_t[m]) if teach_t[m] else 0.0
-        vs = f"{k / (base + t):>18.2f}" if teach_t[m] else f"{'(no frozen teacher)':>18}"
-        print(f"{m:<13}{k * 1e3:>9.1f}{k / base:>8.2f}{t * 1e3:>13.1f}{vs}")
+        if teach_t[m]:
+            print(f"{m:<13}{k * 1e3:>9.1f}{k / base:>8.2f}{t * 1e3:>13.1f}{k / (base + t):>18.2f}")
+        else:
+            print(f"{m:<13}{k * 1e3:>9.1f}{k / base:>8.2f}{'–':>13}{'no frozen teacher':>18}")
 
 
 if __name__ == "__main__":

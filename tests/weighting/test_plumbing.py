@@ -76,7 +76,7 @@ def test_loss_family_on_model(name):
 def test_unknown_name_suggests_closest():
     with pytest.raises(MtkdError, match="did you mean 'pcgrad'"):
         W.get("pcgard")
-    assert "mgda" in W.names() and len(W.names()) == 15
+    assert "mgda" in W.names() and len(W.names()) == 16
 
 
 def test_unknown_option_refused():

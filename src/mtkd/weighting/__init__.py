@@ -1,4 +1,4 @@
-"""Multi-task weighting methods: loss weighting (ew, uw, dwa, rlw, gradnorm, famo) and gradient methods (mgda,
+"""Multi-task weighting methods: loss weighting (ew, fixed, uw, dwa, rlw, gradnorm, famo) and gradient methods (mgda,
 pcgrad, cagrad, imtl, nashmtl, graddrop, gradvac, alignedmtl, dbmtl).
 
     w = mtkd.weighting.get("pcgrad", tasks=["semseg", "depth"])
