@@ -10,16 +10,13 @@ from mtkd.config import load_config
 from mtkd.engine.evaluate import evaluate
 from mtkd.engine.run import train
 from mtkd.errors import MtkdError
+from mtkd.testing import tiny_run_overrides
 
 pytestmark = pytest.mark.slow
 
 
 def tiny(tmp_path, *extra):
-    return [
-        f"out_dir={tmp_path / 'runs'}", f"data.root={tmp_path / 'rooms'}", "data.rooms.n_train=20",
-        "data.rooms.n_test=6", "data.rooms.height=32", "data.rooms.width=48", "data.batch_size=4",
-        "trainer.max_epochs=2", "trainer.progress_bar=false", "model.decoder_channels=16", *extra,
-    ]
+    return tiny_run_overrides(tmp_path, *extra, n_train=20, n_test=6, epochs=2)
 
 
 @pytest.fixture(scope="module")

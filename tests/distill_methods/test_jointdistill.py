@@ -14,17 +14,14 @@ from mtkd.engine.checkpoint_io import load_checkpoint
 from mtkd.engine.run import train
 from mtkd.errors import MtkdError
 from mtkd.models import Output
+from mtkd.testing import tiny_run_overrides
 
 CH = {"semseg": 8, "depth": 1}
 TAPS = {"shared": (16, 4), "head.semseg": (16, 4), "head.depth": (16, 4)}
 
 
 def tiny(tmp, *extra):
-    return [
-        f"out_dir={tmp / 'runs'}", f"data.root={tmp / 'rooms'}", "data.rooms.n_train=12", "data.rooms.n_test=4",
-        "data.rooms.height=32", "data.rooms.width=48", "data.batch_size=4", "trainer.max_epochs=1",
-        "trainer.progress_bar=false", "trainer.log_every_n_steps=1", "model.decoder_channels=16", *extra,
-    ]
+    return tiny_run_overrides(tmp, *extra, n_train=12)
 
 
 def make(**options):

@@ -11,16 +11,13 @@ from mtkd.engine.module import MultiTaskModule
 from mtkd.engine.run import train
 from mtkd.errors import MtkdError
 from mtkd.models import Output
+from mtkd.testing import tiny_run_overrides
 
 TASKS = {"semseg": 8, "depth": 1, "normal": 3}
 
 
 def tiny(tmp, *extra):
-    return [
-        f"out_dir={tmp / 'runs'}", f"data.root={tmp / 'rooms'}", "data.rooms.n_train=12", "data.rooms.n_test=4",
-        "data.rooms.height=32", "data.rooms.width=48", "data.batch_size=4", "trainer.max_epochs=1",
-        "trainer.progress_bar=false", "trainer.log_every_n_steps=1", "model.decoder_channels=16", *extra,
-    ]
+    return tiny_run_overrides(tmp, *extra, n_train=12)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from mtkd.engine.checkpoint_io import load_checkpoint
 from mtkd.engine.module import MultiTaskModule
 from mtkd.engine.run import train
 from mtkd.errors import MtkdError
+from mtkd.testing import tiny_run_overrides
 
 CHANNELS = {"semseg": 8, "depth": 1}
 
@@ -65,11 +66,7 @@ def test_otw_zero_and_bad_losses():
 # ---------------------------------------------------------------- gradient routing
 
 def tiny(tmp, *extra):
-    return [
-        f"out_dir={tmp / 'runs'}", f"data.root={tmp / 'rooms'}", "data.rooms.n_train=16", "data.rooms.n_test=4",
-        "data.rooms.height=32", "data.rooms.width=48", "data.batch_size=4", "trainer.max_epochs=1",
-        "trainer.progress_bar=false", "trainer.log_every_n_steps=1", "model.decoder_channels=16", *extra,
-    ]
+    return tiny_run_overrides(tmp, *extra)
 
 
 def okd_cfg(tmp, *extra, name="okd"):
