@@ -227,3 +227,18 @@ def test_okd_trains_two_epochs_checkpoints_stl_nets_and_resumes(tmp_path):
     res2 = train(okd_cfg(tmp_path, "trainer.max_epochs=3", "distill.options.warmup_epochs=1",
                          "distill.options.otw_form=code", "resume=true"))
     assert res2["steps"] == res["steps"] // 2 * 3  # one more epoch, not three
+
+
+@pytest.mark.slow
+def test_warmup_leaves_the_student_and_its_optimizer_untouched(tmp_path):
+    torch.manual_seed(0)
+    cfg = okd_cfg(tmp_path, "trainer.max_epochs=1", "distill.options.warmup_epochs=1", "optim.weight_decay=0.01",
+                  name="warm")
+    initial = MultiTaskModule(dict(cfg), CHANNELS).model.state_dict()
+    res = train(cfg)
+    ckpt = load_checkpoint(res["best_checkpoint"])
+    student = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    weights = [k for k, v in initial.items() if v.is_floating_point() and "running" not in k]
+    assert all(torch.equal(student[k], initial[k]) for k in weights)  # weight decay did not touch it either
+    stl = [k for k in ckpt["state_dict"] if k.startswith("distiller.stl.") and k.endswith("weight")]
+    assert stl  # while the single-task networks did train (checked against their init elsewhere)

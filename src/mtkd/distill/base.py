@@ -52,6 +52,11 @@ class Distiller(nn.Module):
                 task_losses: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
         raise NotImplementedError
 
+    def student_frozen(self) -> bool:
+        """True while the method trains only its own networks (OKD-MTL's warm-up): the engine then clears the
+        student's gradients before the step, so its optimiser skips it (no Adam step count, no weight decay)."""
+        return False
+
     def logged_values(self) -> dict[str, float]:
         """Values of the last step worth plotting besides the losses (task weights a method chose); none by default."""
         return {}

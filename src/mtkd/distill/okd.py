@@ -210,6 +210,9 @@ class OKDDistiller(Distiller):
         self._sum_stl.zero_()
         self._count.zero_()
 
+    def student_frozen(self) -> bool:
+        return self.in_warmup()
+
     def logged_values(self) -> dict[str, float]:
         """The OTW weights λ of the last step, logged as ``train/distill/otw/<task>``."""
         return {f"otw/{t}": float(w) for t, w in self.last_weights.items()}

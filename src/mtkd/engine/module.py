@@ -98,6 +98,9 @@ class MultiTaskModule(L.LightningModule):
             )
         except MtkdError as err:
             raise MtkdError(f"step {self.global_step}: {err}; the last good checkpoint is kept") from None
+        if self.distiller is not None and self.distiller.student_frozen():
+            for p in self.model.parameters():  # a None grad makes the optimiser skip the parameter entirely
+                p.grad = None
         clip = self.config["optim"]["grad_clip"]
         if clip:
             self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
