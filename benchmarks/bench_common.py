@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import resource
 import time
 from pathlib import Path
 
@@ -72,3 +73,16 @@ def save_teacher(path: Path, tasks: list[str], backbone: str = "tiny") -> str:
     state = {f"model.{k}": v for k, v in model.state_dict().items()}
     torch.save({"hyper_parameters": {"config": cfg, "task_channels": channels}, "state_dict": state}, path)
     return str(path)
+
+
+def peak_rss_kib() -> int:
+    """This process's peak resident set size in KiB: VmHWM from /proc (reset by exec), else ru_maxrss (which on
+    Linux can carry the parent's peak over fork + exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from bench_common import peak_rss_kib
 from torch import nn
 
 TASKS = ("semseg", "depth", "normal", "edge")
@@ -83,19 +83,6 @@ def setup(method: str, mode: str, batch: int, size: int, device: str):
 def sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-
-
-def peak_rss_kib() -> int:
-    """This process's peak resident set size in KiB: VmHWM from /proc (reset by exec), else ru_maxrss (which on
-    Linux can carry the parent's peak over fork + exec)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def cpu_memory_worker(method: str, mode: str, warmup: int, batch: int, size: int) -> float:

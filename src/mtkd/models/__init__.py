@@ -11,3 +11,4 @@ from mtkd.models.cross_stitch import CrossStitchModel  # noqa: E402
 from mtkd.models.mtan import MTANModel  # noqa: E402
 
 __all__ += ["ARCHITECTURES", "build_model", "CrossStitchModel", "MTANModel"]
+from mtkd.models.mask_transformer import MaskRegHead, MaskSegHead  # noqa: E402,F401
