@@ -14,3 +14,19 @@ def tiny_run_overrides(tmp: Path, *extra: str, n_train: int = 16, n_test: int = 
         f"trainer.max_epochs={epochs}", "trainer.progress_bar=false", "trainer.log_every_n_steps=1",
         "model.decoder_channels=16", *extra,
     ]
+
+
+def merged_and_whole(make_metric, preds, targets):
+    """Two metric objects fed disjoint halves of ``(preds, targets)`` (NumPy batches) and merged, as DDP's sum
+    sync would, beside one that saw every batch; returns ``(merged, whole)`` for the caller to compare."""
+    import torch
+
+    whole, first, second = make_metric(), make_metric(), make_metric()
+    for p, t in zip(preds, targets):
+        whole.update(torch.from_numpy(p), torch.from_numpy(t))
+    half = len(preds) // 2
+    for part, metric in ((slice(0, half), first), (slice(half, None), second)):
+        for p, t in zip(preds[part], targets[part]):
+            metric.update(torch.from_numpy(p), torch.from_numpy(t))
+    first.merge_state(second)
+    return first, whole

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from mtkd.metrics import DepthMetrics
+from mtkd.testing import merged_and_whole
 
 
 def _np_ref(preds, targets):
@@ -73,12 +74,7 @@ def test_negative_prediction_fails_delta1():
 def test_merge_state_equals_single():
     rng = np.random.default_rng(3)
     preds, targets = _data(rng, [3, 1])
-    whole, r0, r1 = DepthMetrics(), DepthMetrics(), DepthMetrics()
-    for p, t in zip(preds, targets):
-        whole.update(torch.from_numpy(p), torch.from_numpy(t))
-    r0.update(torch.from_numpy(preds[0]), torch.from_numpy(targets[0]))
-    r1.update(torch.from_numpy(preds[1]), torch.from_numpy(targets[1]))
-    r0.merge_state(r1)
+    r0, whole = merged_and_whole(DepthMetrics, preds, targets)
     a, b = r0.compute(), whole.compute()
     for k in a:
         assert a[k].item() == pytest.approx(b[k].item(), rel=1e-6)

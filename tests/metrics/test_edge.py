@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from mtkd.metrics import EdgeMetrics
+from mtkd.testing import merged_and_whole
 
 
 def _np_f(preds, targets):
@@ -54,10 +55,5 @@ def test_invalid_pixels_and_empty():
 def test_merge_state_equals_single():
     rng = np.random.default_rng(1)
     preds, targets = _data(rng, [3, 1])
-    whole, r0, r1 = EdgeMetrics(), EdgeMetrics(), EdgeMetrics()
-    for p, t in zip(preds, targets):
-        whole.update(torch.from_numpy(p), torch.from_numpy(t))
-    r0.update(torch.from_numpy(preds[0]), torch.from_numpy(targets[0]))
-    r1.update(torch.from_numpy(preds[1]), torch.from_numpy(targets[1]))
-    r0.merge_state(r1)
+    r0, whole = merged_and_whole(EdgeMetrics, preds, targets)
     assert r0.compute()["F"].item() == pytest.approx(whole.compute()["F"].item())

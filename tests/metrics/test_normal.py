@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from mtkd.metrics import NormalMetrics
+from mtkd.testing import merged_and_whole
 
 
 def _angles(preds, targets):
@@ -95,12 +96,7 @@ def test_invalid_all_zero_target_ignored():
 def test_merge_state_equals_single():
     rng = np.random.default_rng(6)
     preds, targets = _data(rng, [3, 1])
-    whole, r0, r1 = NormalMetrics(), NormalMetrics(), NormalMetrics()
-    for p, t in zip(preds, targets):
-        whole.update(torch.from_numpy(p), torch.from_numpy(t))
-    r0.update(torch.from_numpy(preds[0]), torch.from_numpy(targets[0]))
-    r1.update(torch.from_numpy(preds[1]), torch.from_numpy(targets[1]))
-    r0.merge_state(r1)
+    r0, whole = merged_and_whole(NormalMetrics, preds, targets)
     assert torch.equal(r0.hist, whole.hist)
     a, b = r0.compute(), whole.compute()
     for k in a:

@@ -6,6 +6,7 @@ import torch
 
 from mtkd.errors import MtkdError
 from mtkd.metrics import SemsegMetrics
+from mtkd.testing import merged_and_whole
 
 
 def _np_miou_pacc(preds, targets, c):
@@ -90,11 +91,6 @@ def test_invalid_target_raises():
 def test_merge_state_equals_single():
     rng = np.random.default_rng(2)
     logits, targets = _data(rng, [3, 1])
-    whole, r0, r1 = SemsegMetrics(5), SemsegMetrics(5), SemsegMetrics(5)
-    for lg, t in zip(logits, targets):
-        whole.update(torch.from_numpy(lg), torch.from_numpy(t))
-    r0.update(torch.from_numpy(logits[0]), torch.from_numpy(targets[0]))
-    r1.update(torch.from_numpy(logits[1]), torch.from_numpy(targets[1]))
-    r0.merge_state(r1)
+    r0, whole = merged_and_whole(lambda: SemsegMetrics(5), logits, targets)
     assert torch.equal(r0.confmat, whole.confmat)
     assert r0.compute()["mIoU"].item() == pytest.approx(whole.compute()["mIoU"].item())

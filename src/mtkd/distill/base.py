@@ -48,6 +48,11 @@ class Distiller(nn.Module):
 
     needs_teachers: bool = True  # False for online methods that train their own teachers
 
+    @property
+    def active_tasks(self) -> list[str]:
+        """The tasks distilled this run: a weight λ = 0 switches a task's distillation off without computing it."""
+        return [t for t in self.tasks if self.weights[t] != 0]
+
     def forward(self, student: Output, teachers: dict[str, Output], batch: dict[str, Tensor],
                 task_losses: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
         raise NotImplementedError

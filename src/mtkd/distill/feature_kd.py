@@ -60,9 +60,7 @@ class FeatureDistiller(Distiller):
     def forward(self, student: Output, teachers: dict[str, Output], batch: dict[str, Tensor],
                 task_losses: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
         out = {}
-        for t in self.tasks:
-            if self.weights[t] == 0:
-                continue
+        for t in self.active_tasks:
             total = 0.0
             for tap in self.taps:
                 mapped = self.adaptors[f"{t}__{tap}"](student.features[tap])

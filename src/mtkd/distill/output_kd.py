@@ -50,9 +50,7 @@ class OutputDistiller(Distiller):
     def forward(self, student: Output, teachers: dict[str, Output], batch: dict[str, Tensor],
                 task_losses: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
         out = {}
-        for t in self.tasks:
-            if self.weights[t] == 0:
-                continue
+        for t in self.active_tasks:
             loss = self.loss_fns[t](student.preds[t], teachers[t].preds[t].float(), **self.loss_options[t])
             out[f"{self.loss_names[t]}/{t}"] = self.weights[t] * loss
         return out
