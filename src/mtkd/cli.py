@@ -1,4 +1,4 @@
-"""The ``mtkd`` command: ``train``, ``eval``, ``demo``, ``data convert``.
+"""The ``mtkd`` command: ``train``, ``eval``, ``study``, ``report``, ``demo``, ``predict``, ``export``, ``data convert``.
 
 User mistakes (``MtkdError``) print one line and exit 2; ``--traceback`` shows the full trace.
 """
@@ -30,6 +30,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="multi-task rows: weightings (ew, uw, pcgrad, ...) or distillers (kd4mtl, kd, dist, ...)")
     d.add_argument("--epochs", type=int, default=6)
     d.add_argument("--n-train", type=int, default=600)
+    pr = sub.add_parser("predict", help="coloured PNGs and raw arrays per task for images of any size")
+    pr.add_argument("checkpoint")
+    pr.add_argument("images", nargs="+", help="image files or folders of images")
+    pr.add_argument("--out", required=True)
+    pr.add_argument("--batch-size", type=int, default=8)
+    x = sub.add_parser("export", help="the student alone as safetensors or ONNX, with a model card")
+    x.add_argument("checkpoint")
+    x.add_argument("--format", choices=["safetensors", "onnx"], default="safetensors")
+    x.add_argument("--out", help="output folder (default: <run>/export)")
     dc = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
     c = dc.add_parser("convert", help="convert a raw release to the training layout")
     c.add_argument("name")
@@ -54,6 +63,14 @@ def _dispatch(args: argparse.Namespace) -> None:
         from mtkd.demo import run_demo
 
         run_demo(args.out, tuple(args.methods), epochs=args.epochs, n_train=args.n_train)
+    elif args.command == "predict":
+        from mtkd.predict import predict
+
+        predict(args.checkpoint, args.images, args.out, batch_size=args.batch_size)
+    elif args.command == "export":
+        from mtkd.export import export
+
+        print(f"exported: {export(args.checkpoint, args.format, args.out)}")
     elif args.command == "data":
         from omegaconf import OmegaConf
 

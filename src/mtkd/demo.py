@@ -17,7 +17,7 @@ from mtkd import weighting
 from mtkd.distill import DISTILLERS, needs_teachers
 from mtkd.engine.run import train, write_json
 from mtkd.registry import suggest
-from mtkd.report import markdown_table, rich_table
+from mtkd.report.table import markdown_table, rich_table
 
 DEMO_TASKS = ("semseg", "depth", "normal")
 DEFAULT_METHODS = ("ew", "kd4mtl", "kd")
