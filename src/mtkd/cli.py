@@ -24,12 +24,22 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("checkpoint")
     e.add_argument("--split", choices=["test", "val"], default="test")
     e.add_argument("overrides", nargs="*", help="e.g. data.root=/data/nyuv2")
-    d = sub.add_parser("demo", help="rooms data → single-task and multi-task models → table (minutes on a CPU)")
+    st = sub.add_parser("study", help="train a study's methods × seeds in dependency order, then report")
+    st.add_argument("file", help="study YAML (methods, seeds, budget)")
+    st.add_argument("--out", help="study folder (default: the file's `out`, else runs/<name>)")
+    st.add_argument("--no-report", action="store_true", help="train only")
+    r = sub.add_parser("report", help="tables, plots, prediction grids and report.html for a folder of runs")
+    r.add_argument("dir")
+    r.add_argument("--out", help="output folder (default: DIR/report)")
+    r.add_argument("--images", type=int, default=4, help="validation images in the prediction grids (0: none)")
+    r.add_argument("--no-cost", action="store_true", help="skip measuring GFLOPs and latency")
+    d = sub.add_parser("demo", help="the rooms study: single-task → MTL → distillation, then the report (~10 min)")
     d.add_argument("--out", default="runs/demo")
-    d.add_argument("--methods", nargs="+", default=["ew", "kd4mtl", "kd"],
-                   help="multi-task rows: weightings (ew, uw, pcgrad, ...) or distillers (kd4mtl, kd, dist, ...)")
-    d.add_argument("--epochs", type=int, default=6)
-    d.add_argument("--n-train", type=int, default=600)
+    d.add_argument("--full", action="store_true", help="every weighting, architecture and distiller (~40 min)")
+    d.add_argument("--methods", nargs="+", help="only these methods of the full study (plus baselines, teachers)")
+    d.add_argument("--epochs", type=int)
+    d.add_argument("--seeds", type=int, nargs="+")
+    d.add_argument("--n-train", type=int)
     pr = sub.add_parser("predict", help="coloured PNGs and raw arrays per task for images of any size")
     pr.add_argument("checkpoint")
     pr.add_argument("images", nargs="+", help="image files or folders of images")
@@ -48,6 +58,18 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def show_report(report) -> None:
+    """The tables in the terminal and where the files are."""
+    from rich.console import Console
+
+    from mtkd.report.table import rich_table
+
+    console = Console(width=max(Console().width, 120))
+    for name, rows in report.tables.items():
+        console.print(rich_table(rows, title=f"{name}: test split (mean ± std over seeds)"))
+    console.print(f"report: {report.html}")
+
+
 def _dispatch(args: argparse.Namespace) -> None:
     if args.command == "train":
         from mtkd.config import load_config
@@ -59,10 +81,23 @@ def _dispatch(args: argparse.Namespace) -> None:
         from mtkd.engine.evaluate import evaluate
 
         evaluate(args.checkpoint, split=args.split, overrides=args.overrides)
+    elif args.command == "study":
+        from mtkd.report.build import build_report
+        from mtkd.study import load_study, run_study
+
+        study = load_study(args.file, out=args.out)
+        run_study(study)
+        if not args.no_report:
+            show_report(build_report(study.out))
+    elif args.command == "report":
+        from mtkd.report.build import build_report
+
+        show_report(build_report(args.dir, out=args.out, n_images=args.images, cost=not args.no_cost))
     elif args.command == "demo":
         from mtkd.demo import run_demo
 
-        run_demo(args.out, tuple(args.methods), epochs=args.epochs, n_train=args.n_train)
+        show_report(run_demo(args.out, full=args.full, methods=args.methods, epochs=args.epochs, seeds=args.seeds,
+                             n_train=args.n_train))
     elif args.command == "predict":
         from mtkd.predict import predict
 
@@ -95,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mtkd: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("mtkd: interrupted; rerun the same command with resume=true to continue", file=sys.stderr)
+        again = "the same command" if args.command in ("study", "demo") else "the same command with resume=true"
+        print(f"mtkd: interrupted; rerun {again} to continue", file=sys.stderr)
         return 130
     return 0
 

@@ -1,61 +1,240 @@
-"""The comparison table a paper prints: every metric of every task per method, and Δm vs the single-task models."""
+"""The comparison table a paper prints: every metric of every task per method (mean ± std over seeds), Δm vs the
+single-task models and vs the equal-weight MTL model, parameters, GFLOPs, latency and training time.
+
+Δm (seed 002, Eq. 4; ``mtkd.metrics.delta_m``) is computed per run against the **mean over seeds** of the
+single-task models, then averaged over the method's seeds. Δm is linear in the metrics once the baseline is fixed,
+so the mean of the per-seed Δm equals the Δm of the row's mean metrics: the table's Δm can be recomputed by hand
+from its own rows. The single-task baseline of a task is the first single-task method of that task in the table
+(the caption names it); the equal-weight reference of a row is the equal-weight, teacher-free model with the same
+tasks, architecture, backbone and heads. Best values (metrics and Δm, not costs) are marked per column.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import csv
+import html
+import io
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from rich.table import Table
 
 from mtkd.metrics import METRIC_DIRECTIONS, delta_m
+from mtkd.report.runs import MethodRuns
+
+Stat = tuple[float, float | None]  # mean, sample std (None with one seed)
 
 
-def single_task_baseline(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """The baseline of Δm: each task's metrics from the run that trained that task alone."""
-    base: dict[str, dict[str, float]] = {}
-    for res in runs.values():
-        if len(res["tasks"]) == 1:
-            task = res["tasks"][0]
-            base[task] = res["test"][task]
-    return base
+@dataclass
+class Row:
+    label: str
+    seeds: int
+    tasks: list[str]
+    metrics: dict[str, dict[str, Stat]]
+    dm_single: Stat | None = None
+    dm_ew: Stat | None = None
+    cost: dict[str, float] = field(default_factory=dict)  # parameters, gflops, latency_ms
+    train_min: float | None = None
 
 
-def table_rows(runs: dict[str, dict[str, Any]], metrics: int | None = None) -> tuple[list[str], list[list[str]]]:
-    """Header and rows: ``method | task/metric ... | Δm``; a task a run did not train is shown as '–'.
+def stat(values: list[float]) -> Stat:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
-    ``metrics`` keeps the first few metrics of each task (a terminal is narrower than a report); Δm uses them all.
-    """
-    tasks: list[str] = []
-    for res in runs.values():
-        tasks += [t for t in res["tasks"] if t not in tasks]
-    columns = [(t, m) for t in tasks for m in list(METRIC_DIRECTIONS[t])[:metrics]
-               if any(m in r["test"].get(t, {}) for r in runs.values())]
-    base = single_task_baseline(runs)
-    header = ["method"] + [f"{t} {m} {'↑' if METRIC_DIRECTIONS[t][m] else '↓'}" for t, m in columns] + ["Δm % ↑"]
+
+def mean_metrics(group: MethodRuns) -> dict[str, dict[str, float]]:
+    return {t: {m: stat([r.results["test"][t][m] for r in group.runs])[0] for m in group.runs[0].results["test"][t]}
+            for t in group.tasks}
+
+
+def single_task_baseline(groups: list[MethodRuns]) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
+    """Each task's mean metrics from its first single-task method, and which method that was."""
+    base, source = {}, {}
+    for g in groups:
+        if len(g.tasks) == 1 and g.tasks[0] not in base:
+            base[g.tasks[0]], source[g.tasks[0]] = mean_metrics(g)[g.tasks[0]], g.label
+    return base, source
+
+
+def architecture(config: dict[str, Any]) -> tuple:
+    m = config["model"]
+    return m["arch"], m["backbone"], str(m["head"]), m["decoder_channels"]
+
+
+def is_equal_weight(g: MethodRuns) -> bool:
+    return len(g.tasks) > 1 and g.config["weighting"]["name"] == "ew" and g.config["distill"]["name"] == "none"
+
+
+def equal_weight_reference(row: MethodRuns, groups: list[MethodRuns]) -> MethodRuns | None:
+    for g in groups:
+        if is_equal_weight(g) and g.tasks == row.tasks and architecture(g.config) == architecture(row.config):
+            return g
+    return None
+
+
+def delta_stat(group: MethodRuns, base: dict[str, dict[str, float]]) -> Stat | None:
+    if not all(t in base for t in group.tasks):
+        return None
+    return stat([delta_m({t: r.results["test"][t] for t in group.tasks}, base) for r in group.runs])
+
+
+def build_rows(groups: list[MethodRuns], costs: dict[str, dict[str, float]] | None = None) -> list[Row]:
+    """One row per method, single-task models first, then equal-weight MTL, then the rest in the given order;
+    ``costs`` maps a label to its measured cost (``report.cost``)."""
+    base, _ = single_task_baseline(groups)
     rows = []
-    for name, res in runs.items():
-        cells = [name]
-        for t, m in columns:
-            value = res["test"].get(t, {}).get(m)
-            cells.append("–" if value is None else f"{value:.4g}" if abs(value) < 10 else f"{value:.2f}")
-        has_base = all(t in base for t in res["tasks"])
-        dm = delta_m({t: res["test"][t] for t in res["tasks"]}, base) if has_base else None
-        cells.append("–" if dm is None else f"{dm:+.2f}")
-        rows.append(cells)
-    return header, rows
+    for g in sorted(groups, key=lambda g: 0 if len(g.tasks) == 1 else 1 if is_equal_weight(g) else 2):
+        metrics = {t: {m: stat([r.results["test"][t][m] for r in g.runs]) for m in g.runs[0].results["test"][t]}
+                   for t in g.tasks}
+        ew = equal_weight_reference(g, groups)
+        rows.append(Row(
+            g.label, len(g.runs), g.tasks, metrics, delta_stat(g, base),
+            delta_stat(g, mean_metrics(ew)) if ew is not None else None, dict((costs or {}).get(g.label, {})),
+            statistics.fmean(r.results["wall_time_s"] for r in g.runs) / 60 if "wall_time_s" in g.runs[0].results
+            else None,
+        ))
+    return rows
 
 
-def markdown_table(runs: dict[str, dict[str, Any]]) -> str:
-    header, rows = table_rows(runs)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+# --- columns -------------------------------------------------------------------------------------------------------
+
+def sig4(v: float) -> str:
+    return f"{v:.4g}" if abs(v) < 10 else f"{v:.2f}"
 
 
-def rich_table(runs: dict[str, dict[str, Any]], title: str = "") -> Table:
-    header, rows = table_rows(runs, metrics=2)
-    table = Table(title=title)
-    for h in header:
-        table.add_column(h, justify="left" if h == "method" else "right", no_wrap=h == "method")
+@dataclass(frozen=True)
+class Column:
+    title: str
+    higher_better: bool | None  # None: not compared (costs, counts)
+    get: Callable[[Row], Stat | float | None]
+    fmt: Callable[[float], str] = sig4
+    spread: bool = True  # has a std over seeds (the CSV gets a "<title> std" field)
+
+
+def columns(rows: list[Row]) -> list[Column]:
+    """``seeds``, every metric some row has (tasks in first-seen order), Δm twice, then costs."""
+    tasks: list[str] = []
     for r in rows:
-        table.add_row(*r)
+        tasks += [t for t in r.tasks if t not in tasks]
+    cols = [Column("seeds", None, lambda r: r.seeds, str, spread=False)]
+    for t in tasks:
+        for m, up in METRIC_DIRECTIONS[t].items():
+            if any(m in r.metrics.get(t, {}) for r in rows):
+                cols.append(Column(f"{t} {m} {'↑' if up else '↓'}", up,
+                                   lambda r, t=t, m=m: r.metrics.get(t, {}).get(m)))
+    signed = "{:+.2f}".format
+    cols += [Column("Δm % ↑", True, lambda r: r.dm_single, signed), Column("Δm vs EW % ↑", True, lambda r: r.dm_ew, signed)]
+    if any(r.cost for r in rows):
+        cols += [Column("params M", None, lambda r: _scaled(r.cost.get("parameters"), 1e-6), "{:.3f}".format, False),
+                 Column("GFLOPs", None, lambda r: r.cost.get("gflops"), "{:.3f}".format, False),
+                 Column("latency ms", None, lambda r: r.cost.get("latency_ms"), "{:.2f}".format, False)]
+    cols.append(Column("train min", None, lambda r: r.train_min, "{:.1f}".format))
+    return cols
+
+
+def _scaled(value: float | None, factor: float) -> float | None:
+    return None if value is None else value * factor
+
+
+def _mean(value: Stat | float | None) -> float | None:
+    return value[0] if isinstance(value, tuple) else value
+
+
+def best_rows(rows: list[Row], col: Column) -> set[int]:
+    """Indices of the rows holding the column's best mean (ties all marked); none for uncompared columns."""
+    if col.higher_better is None:
+        return set()
+    values = {i: _mean(col.get(r)) for i, r in enumerate(rows)}
+    values = {i: v for i, v in values.items() if v is not None and not math.isnan(v)}
+    if len(values) < 2:
+        return set()
+    best = max(values.values()) if col.higher_better else min(values.values())
+    return {i for i, v in values.items() if v == best}
+
+
+def cell(value: Stat | float | None, fmt: Callable[[float], str], pm: str = " ± ") -> str:
+    """``mean ± std`` with the std at the mean's decimals; ``–`` for a value the row does not have."""
+    if value is None:
+        return "–"
+    if not isinstance(value, tuple):
+        return fmt(value)
+    mean, std = value
+    text = fmt(mean)
+    if std is None:
+        return text
+    decimals = len(text.split(".")[1]) if "." in text else 0
+    return f"{text}{pm}{std:.{decimals}f}"
+
+
+def grid(rows: list[Row], mark: Callable[[str], str] = str, pm: str = " ± ") -> tuple[list[str], list[list[str]]]:
+    """Header and body cells, best cells passed through ``mark``."""
+    cols = columns(rows)
+    best = [best_rows(rows, c) for c in cols]
+    body = [[r.label] + [mark(cell(c.get(r), c.fmt, pm)) if i in b else cell(c.get(r), c.fmt, pm)
+                         for c, b in zip(cols, best)] for i, r in enumerate(rows)]
+    return ["method"] + [c.title for c in cols], body
+
+
+def html_table(rows: list[Row]) -> str:
+    header, body = grid(rows, mark=lambda s: f"<b>{s}</b>")
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    cells = "".join("<tr>" + "".join(f"<td>{c if c.startswith('<b>') else html.escape(c)}</td>" for c in r) + "</tr>"
+                    for r in body)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>"
+
+
+def markdown_table(rows: list[Row]) -> str:
+    header, body = grid(rows, mark=lambda s: f"**{s}**")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in body]) + "\n"
+
+
+def latex_table(rows: list[Row], caption: str = "") -> str:
+    """A booktabs ``table`` (needs ``\\usepackage{booktabs}``); best values in bold."""
+    header, body = grid(rows, mark=lambda s: f"\\textbf{{{s}}}", pm=" $\\pm$ ")
+    esc = lambda s: (s.replace("_", "\\_").replace("%", "\\%").replace("↑", "$\\uparrow$")  # noqa: E731
+                     .replace("↓", "$\\downarrow$").replace("Δ", "$\\Delta$").replace("–", "--"))
+    lines = ["\\begin{table}[t]", "\\centering", "\\small", f"\\begin{{tabular}}{{l{'r' * (len(header) - 1)}}}",
+             "\\toprule", " & ".join(esc(h) for h in header) + " \\\\", "\\midrule"]
+    lines += [" & ".join(esc(c) if not c.startswith("\\textbf") else c.replace("–", "--") for c in r) + " \\\\"
+              for r in body]
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    if caption:
+        lines.append(f"\\caption{{{esc(caption)}}}")
+    return "\n".join(lines + ["\\end{table}"]) + "\n"
+
+
+def csv_table(rows: list[Row]) -> str:
+    """Machine-readable: one ``<column>`` and one ``<column> std`` field per column, full precision, no marks."""
+    cols = columns(rows)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["method"] + [f for c in cols for f in ((c.title, f"{c.title} std") if c.spread else (c.title,))])
+    for r in rows:
+        fields = [r.label]
+        for c in cols:
+            v = c.get(r)
+            mean, std = v if isinstance(v, tuple) else (v, None)
+            fields += ["" if mean is None else repr(mean)] + (["" if std is None else repr(std)] if c.spread else [])
+        writer.writerow(fields)
+    return out.getvalue()
+
+
+def rich_table(rows: list[Row], title: str = "", metrics: int = 2) -> Table:
+    """The terminal version: the first ``metrics`` metrics of each task (a terminal is narrower than a page)."""
+    header, body = grid(rows, mark=lambda s: f"[bold green]{s}[/]")
+    keep = [0] + [i for i, h in enumerate(header) if i and _shown(h, metrics)]
+    table = Table(title=title)
+    for i in keep:
+        table.add_column(header[i], justify="left" if i == 0 else "right", no_wrap=i == 0)
+    for r in body:
+        table.add_row(*(r[i] for i in keep))
     return table
+
+
+def _shown(title: str, metrics: int) -> bool:
+    parts = title.split()
+    if len(parts) != 3 or parts[0] not in METRIC_DIRECTIONS:
+        return title not in ("seeds", "params M", "GFLOPs")
+    return list(METRIC_DIRECTIONS[parts[0]]).index(parts[1]) < metrics

@@ -1,0 +1,126 @@
+"""``mtkd report DIR``: find the runs, build the tables, draw the figures, write ``report.html``.
+
+Writes into ``DIR/report/`` (or ``out``): ``table.{md,csv,tex}``, the figures as PNG and PDF, and ``report.html``.
+Runs of several test splits (datasets) get one section each, in a subfolder named after the split.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from mtkd.errors import MtkdError
+from mtkd.report import html as page
+from mtkd.report.cost import run_cost
+from mtkd.report.runs import MethodRuns, by_dataset, find_runs, group_methods
+from mtkd.report.table import (Row, build_rows, csv_table, equal_weight_reference, html_table, latex_table,
+                               markdown_table, single_task_baseline)
+
+
+@dataclass
+class Report:
+    html: Path
+    tables: dict[str, list[Row]]  # split name -> rows
+    files: list[Path]
+    incomplete: list[tuple[str, str]]
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "data"
+
+
+def measure_costs(groups: list[MethodRuns]) -> dict[str, dict[str, float]]:
+    """Each method's inference cost, measured once per distinct student (same model config, tasks, data size), so
+    rows sharing an architecture show the same numbers."""
+    by_model: dict[str, dict[str, float]] = {}
+    costs = {}
+    for g in groups:
+        run = g.runs[0]
+        key = json.dumps([g.config["model"], g.tasks, g.config["data"].get("rooms"), g.config["data"].get("root")],
+                         sort_keys=True)
+        if key not in by_model:
+            by_model[key] = run_cost(run.path, run.config)
+        costs[g.label] = by_model[key]
+    return costs
+
+
+def caption(groups: list[MethodRuns], rows: list[Row], costs: dict[str, dict[str, float]]) -> str:
+    _, base_source = single_task_baseline(groups)
+    ew = {equal_weight_reference(g, groups).label for g in groups if equal_weight_reference(g, groups) is not None}
+    seeds = sorted({r.seeds for r in rows})
+    select = {g.config["data"]["select_on"] for g in groups}
+    text = [f"Test split, mean ± std over {'/'.join(map(str, seeds))} seed(s)."]
+    text.append("Each model selected on a validation split held out of training." if select == {"val"} else
+                "Some models were selected on the TEST split (data.select_on=test), which flatters them.")
+    if base_source:
+        text.append("Δm: mean over tasks of the mean signed relative change vs the single-task models ("
+                    + ", ".join(f"{t}: {s}" for t, s in base_source.items()) + "); higher is better.")
+    if ew:
+        text.append(f"Δm vs EW: against the equal-weight MTL model of the same architecture ({', '.join(sorted(ew))}).")
+    devices = {c.get("device") for c in costs.values() if c.get("device")}
+    if devices:
+        text.append(f"GFLOPs and latency: one image at the training size; latency on {', '.join(sorted(devices))}.")
+    text.append("Bold: best per column (metrics and Δm).")
+    return " ".join(text)
+
+
+def figures(groups: list[MethodRuns], rows: list[Row], out: Path, n_images: int) -> list[tuple[Path, str]]:
+    """Every figure of one split as ``(png, caption)``; PDFs are written beside the PNGs."""
+    from mtkd.report import plots
+    from mtkd.report.grid import prediction_grid
+
+    methods = {g.label: [r.path for r in g.runs] for g in groups}
+    summary = [{"label": r.label, "dm": r.dm_single[0], "dm_std": r.dm_single[1], "n": r.seeds,
+                "gflops": r.cost.get("gflops"), "latency_ms": r.cost.get("latency_ms")}
+               for r in rows if r.dm_single is not None and len(r.tasks) > 1]
+    made: list[tuple[list[Path], str]] = [
+        (plots.delta_m_bars(summary, out), "Δm per method vs the single-task models (error bars: std over seeds)."),
+        (plots.tradeoff(summary, out, "gflops", "GFLOPs"), "Δm against inference cost (GFLOPs); the line is the "
+                                                          "Pareto front."),
+        (plots.tradeoff(summary, out, "latency_ms", "latency (ms)"), "Δm against measured latency."),
+        (plots.training_curves(methods, out), "Training loss (smoothed) and the validation metric per task."),
+        (plots.weights_over_time(methods, out), "Task weights and distiller weights over training."),
+        (plots.kd_losses(methods, out), "Distillation losses over training."),
+    ]
+    if n_images:
+        made.append((prediction_grid({g.label: g.runs[0].path for g in groups}, out, n_images=n_images),
+                     f"Predictions on the first {n_images} validation images (first seed of each method)."))
+    return [(p, text) for paths, text in made for p in paths if p.suffix == ".png"]
+
+
+def build_report(root: str | Path, out: str | Path | None = None, n_images: int = 4, cost: bool = True,
+                 log: Callable[[str], None] = print) -> Report:
+    root = Path(root)
+    out = Path(out) if out else root / "report"
+    runs = find_runs(root)
+    groups, repeats = group_methods(runs, root)
+    incomplete = [(str(r.path), r.problem) for r in runs if r.results is None or r in repeats]
+    if not groups:
+        listed = "; ".join(f"{p}: {why}" for p, why in incomplete) or "no run folder (config.yaml) found"
+        raise MtkdError(f"no finished run under {root} ({listed})")
+    for path, why in incomplete:
+        log(f"not in the tables: {path}: {why}")
+    splits = by_dataset(groups)
+    sections, tables, files = [], {}, []
+    for name, members in splits.items():
+        folder = out if len(splits) == 1 else out / slug(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        costs = measure_costs(members) if cost else {}
+        rows = build_rows(members, costs)
+        tables[name] = rows
+        text = caption(members, rows, costs)
+        for ext, content in (("md", markdown_table(rows)), ("csv", csv_table(rows)),
+                             ("tex", latex_table(rows, caption=text))):
+            (folder / f"table.{ext}").write_text(content)
+            files.append(folder / f"table.{ext}")
+        log(f"{name}: {len(members)} methods, drawing figures")
+        figs = figures(members, rows, folder, n_images)
+        files += [p for png, _ in figs for p in (png, png.with_suffix(".pdf")) if p.exists()]
+        sections.append(page.Section(name, text, html_table(rows), figs))
+    html_path = out / "report.html"
+    intro = f"{sum(len(g.runs) for g in groups)} finished runs under {root.resolve()}."
+    html_path.write_text(page.render(f"mtkd report: {root.name}", intro, sections, incomplete))
+    return Report(html_path, tables, [*files, html_path], incomplete)
