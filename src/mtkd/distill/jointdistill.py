@@ -148,6 +148,10 @@ class JointDistiller(Distiller):
     def weight_of(self, task: str) -> float:
         return float(self.teacher_weights[self.tasks.index(task)])
 
+    def logged_values(self) -> dict[str, float]:
+        """The adaptive teacher weights ``w_t``, logged as ``train/distill/teacher_weight/<task>``."""
+        return {f"teacher_weight/{t}": self.weight_of(t) for t in self.tasks}
+
     def attach_student(self, model: nn.Module) -> None:
         self._student = [model]
 

@@ -73,17 +73,18 @@ def figures(groups: list[MethodRuns], rows: list[Row], out: Path, n_images: int)
     from mtkd.report.grid import prediction_grid
 
     methods = {g.label: [r.path for r in g.runs] for g in groups}
+    colours = plots.method_colours(list(methods))  # one colour per method in every figure
     summary = [{"label": r.label, "dm": r.dm_single[0], "dm_std": r.dm_single[1], "n": r.seeds,
                 "gflops": r.cost.get("gflops"), "latency_ms": r.cost.get("latency_ms")}
                for r in rows if r.dm_single is not None and len(r.tasks) > 1]
     made: list[tuple[list[Path], str]] = [
         (plots.delta_m_bars(summary, out), "Δm per method vs the single-task models (error bars: std over seeds)."),
-        (plots.tradeoff(summary, out, "gflops", "GFLOPs"), "Δm against inference cost (GFLOPs); the line is the "
+        (plots.tradeoff(summary, out, "gflops", "GFLOPs", colours), "Δm against inference cost (GFLOPs); the line is the "
                                                           "Pareto front."),
-        (plots.tradeoff(summary, out, "latency_ms", "latency (ms)"), "Δm against measured latency."),
-        (plots.training_curves(methods, out), "Training loss (smoothed) and the validation metric per task."),
-        (plots.weights_over_time(methods, out), "Task weights and distiller weights over training."),
-        (plots.kd_losses(methods, out), "Distillation losses over training."),
+        (plots.tradeoff(summary, out, "latency_ms", "latency (ms)", colours), "Δm against measured latency."),
+        (plots.training_curves(methods, out, colours), "Training loss (smoothed) and the validation metric per task."),
+        (plots.weights_over_time(methods, out, colours), "Task weights and distiller weights over training."),
+        (plots.kd_losses(methods, out, colours), "Distillation losses over training."),
     ]
     if n_images:
         made.append((prediction_grid({g.label: g.runs[0].path for g in groups}, out, n_images=n_images),

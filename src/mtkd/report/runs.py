@@ -145,6 +145,8 @@ def by_dataset(groups: list[MethodRuns]) -> dict[str, list[MethodRuns]]:
     names = [g[0].dataset for g in splits.values()]
     out = {}
     for i, (name, members) in enumerate(zip(names, splits.values()), 1):
-        key = name if names.count(name) == 1 else f"{name} ({members[0].config['data'].get('root')})"
+        data = members[0].config["data"]
+        where = data.get("root") or ", ".join(f"{k}={v}" for k, v in sorted((data.get("rooms") or {}).items()))
+        key = name if names.count(name) == 1 else f"{name} ({where})"
         out[key if key not in out else f"{key} #{i}"] = members
     return out

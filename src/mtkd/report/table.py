@@ -39,6 +39,14 @@ class Row:
     train_min: float | None = None
 
 
+def task_order(task_lists) -> list[str]:
+    """Tasks in the order of the method with the most tasks (the multi-task model's), then any others."""
+    order: list[str] = []
+    for tasks in sorted(task_lists, key=len, reverse=True):
+        order += [t for t in tasks if t not in order]
+    return order
+
+
 def stat(values: list[float]) -> Stat:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
@@ -80,11 +88,19 @@ def delta_stat(group: MethodRuns, base: dict[str, dict[str, float]]) -> Stat | N
 
 
 def build_rows(groups: list[MethodRuns], costs: dict[str, dict[str, float]] | None = None) -> list[Row]:
-    """One row per method, single-task models first, then equal-weight MTL, then the rest in the given order;
+    """One row per method: single-task models first (in task order), then equal-weight MTL, then the rest in the
+    given order;
     ``costs`` maps a label to its measured cost (``report.cost``)."""
     base, _ = single_task_baseline(groups)
     rows = []
-    for g in sorted(groups, key=lambda g: 0 if len(g.tasks) == 1 else 1 if is_equal_weight(g) else 2):
+    order = task_order(g.tasks for g in groups)
+
+    def place(g: MethodRuns) -> tuple[int, int]:
+        if len(g.tasks) == 1:
+            return 0, order.index(g.tasks[0])
+        return (1 if is_equal_weight(g) else 2), 0
+
+    for g in sorted(groups, key=place):
         metrics = {t: {m: stat([r.results["test"][t][m] for r in g.runs]) for m in g.runs[0].results["test"][t]}
                    for t in g.tasks}
         ew = equal_weight_reference(g, groups)
@@ -114,9 +130,7 @@ class Column:
 
 def columns(rows: list[Row]) -> list[Column]:
     """``seeds``, every metric some row has (tasks in first-seen order), Δm twice, then costs."""
-    tasks: list[str] = []
-    for r in rows:
-        tasks += [t for t in r.tasks if t not in tasks]
+    tasks = task_order(r.tasks for r in rows)
     cols = [Column("seeds", None, lambda r: r.seeds, str, spread=False)]
     for t in tasks:
         for m, up in METRIC_DIRECTIONS[t].items():
