@@ -118,3 +118,44 @@ def test_empty_folder_is_a_clear_error(tmp_path):
     with pytest.raises(MtkdError, match="no finished run"):
         build_report(tmp_path, log=lambda _: None)
     assert main(["report", str(tmp_path / "missing")]) == 2
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    """A real two-seed study (single-task teachers, EW, UW, KD) trained for one epoch, through the CLI."""
+    import yaml
+
+    from mtkd.testing import tiny_run_overrides
+
+    tmp = tmp_path_factory.mktemp("tiny_study")
+    spec = {"budget": {"epochs": 1}, "seeds": [0, 1], "out": str(tmp / "study"),
+            "overrides": [o for o in tiny_run_overrides(tmp) if not o.startswith(("trainer.max_epochs", "out_dir"))],
+            "teachers": {"semseg": "single_semseg", "depth": "single_depth"},
+            "methods": {"single_semseg": "rooms/single_semseg", "single_depth": "rooms/single_depth",
+                        "ew": {"recipe": "rooms/mtl_ew", "overrides": {"data.tasks": ["semseg", "depth"]}},
+                        "uw": {"recipe": "rooms/mtl_uw", "overrides": {"data.tasks": ["semseg", "depth"]}},
+                        "kd": {"recipe": "rooms/kd", "overrides": {"data.tasks": ["semseg", "depth"]}}}}
+    (tmp / "study.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    assert main(["study", str(tmp / "study.yaml"), "--no-report"]) == 0
+    return tmp / "study"
+
+
+@pytest.mark.slow
+def test_report_of_a_real_study_writes_every_file(tiny_study):
+    assert main(["report", str(tiny_study), "--images", "2"]) == 0
+    out = tiny_study / "report"
+    expected = ["table.md", "table.csv", "table.tex", "report.html", "delta_m", "tradeoff_gflops",
+                "tradeoff_latency_ms", "curves_semseg", "curves_depth", "curves_val_loss", "weights", "kd_losses",
+                "predictions_semseg", "predictions_depth"]
+    for name in expected:
+        files = [out / name] if "." in name else [out / f"{name}.png", out / f"{name}.pdf"]
+        for f in files:
+            assert f.is_file() and f.stat().st_size > 0, f
+    table = (out / "table.md").read_text()
+    assert [line.split(" | ")[0][2:] for line in table.splitlines()[2:]] == [
+        "single_semseg", "single_depth", "ew", "uw", "kd"]
+    assert all(" | 2 | " in line for line in table.splitlines()[2:])  # two seeds per method
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 10 and "<img src='http" not in html
+    cost = json.loads((tiny_study / "ew" / "seed0" / "cost.json").read_text())
+    assert cost["gflops"] > 0 and cost["latency_ms"] > 0 and cost["input"] == [32, 48]

@@ -7,6 +7,7 @@ where it stopped, because it is a study (``mtkd.study``).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -46,6 +47,7 @@ def run_demo(out: str = "runs/demo", full: bool = False, methods: list[str] | No
         study.seeds = list(seeds)
     if methods:
         select_methods(study, methods)
-    study.overrides.append("trainer.progress_bar=false")  # one line per run; the bars of 12 runs are noise
+    if not sys.stdout.isatty():  # a log file gets one line per run, a terminal also each run's progress bar
+        study.overrides.append("trainer.progress_bar=false")
     run_study(study, log)
     return build_report(out, n_images=n_images, log=log)

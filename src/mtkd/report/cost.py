@@ -2,8 +2,9 @@
 
 FLOPs are counted by PyTorch's ``FlopCounterMode`` for one image (a multiply-add counts as 2 FLOPs, the convention
 of fvcore's successors; papers quoting "FLOPs" as multiply-adds give half). Latency is the median of
-``repeats`` forward passes of one image after 3 warm-up passes, on the CPU with PyTorch's default thread count, so
-rows measured in one report are comparable with each other, not with a GPU. The student alone is measured:
+``repeats`` forward passes of one image after 3 warm-up passes, on ONE CPU thread: rows measured in one report are
+comparable with each other (not with a GPU), and a busy machine does not inflate them the way contended OpenMP
+threads do (2 threads on a loaded 2-core machine measured 100× slower). The student alone is measured:
 teachers and distiller modules are not part of the deployed model. Results are cached in ``<run>/cost.json``.
 """
 
@@ -22,7 +23,7 @@ from mtkd.data.input_size import input_size
 from mtkd.engine.checkpoint_io import load_model
 from mtkd.errors import MtkdError
 
-COST_VERSION = 1
+COST_VERSION = 2  # 2: one-thread latency
 
 
 def run_checkpoint(run_dir: Path) -> Path:
@@ -34,19 +35,24 @@ def run_checkpoint(run_dir: Path) -> Path:
 
 
 def model_cost(model: torch.nn.Module, size: tuple[int, int], repeats: int = 20) -> dict[str, Any]:
-    """``{"parameters", "gflops", "latency_ms"}`` of ``model`` on one ``3×H×W`` image."""
+    """``{"parameters", "gflops", "latency_ms"}`` of ``model`` on one ``3×H×W`` image (latency on one thread)."""
     model = model.eval().cpu()
     image = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        with FlopCounterMode(display=False) as counter:
-            model(image)
-        for _ in range(3):
-            model(image)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(image)
-            times.append(time.perf_counter() - start)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            with FlopCounterMode(display=False) as counter:
+                model(image)
+            for _ in range(3):
+                model(image)
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                model(image)
+                times.append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
     return {"parameters": sum(p.numel() for p in model.parameters()), "gflops": counter.get_total_flops() / 1e9,
             "latency_ms": statistics.median(times) * 1e3}
 
@@ -64,7 +70,7 @@ def run_cost(run_dir: Path, config: dict[str, Any], repeats: int = 20) -> dict[s
             pass
     model, _ = load_model(run_checkpoint(run_dir))
     cost = {**model_cost(model, tuple(size), repeats), "input": size, "version": COST_VERSION,
-            "device": f"cpu, {torch.get_num_threads()} threads, torch {torch.__version__}"}
+            "device": f"cpu, 1 thread, torch {torch.__version__}"}
     from mtkd.engine.run import write_json
 
     write_json(cache, cost)
