@@ -35,7 +35,15 @@ DEFAULTS: dict[str, Any] = {
         "depth_from_disparity": False,
         "limit_train": None,
     },
-    "model": {"arch": "shared", "backbone": "tiny", "head": "fpn", "decoder_channels": 64, "pretrained": False},
+    "model": {
+        "arch": "shared",  # shared | cross_stitch | mtan
+        "backbone": "tiny",  # tiny | small | timm:<name>
+        "backbone_options": {},  # backbone kwargs, e.g. {dynamic_img_size: true} for timm ViTs at non-224 sizes
+        "head": "fpn",  # one head for every task, or {task: head}, e.g. {semseg: mask_seg, depth: mask_reg, ...}
+        "head_options": {},  # {head name: {option: value}}, e.g. {mask_reg: {n_queries: 64}}
+        "decoder_channels": 64,
+        "pretrained": False,
+    },
     "loss": {"edge_pos_weight": 0.95},
     "weighting": {"name": "ew", "options": {}},
     "distill": {
@@ -71,7 +79,8 @@ DEFAULTS: dict[str, Any] = {
     },
 }
 
-FREE_FORM = {"weighting.options", "data.folders", "data.rooms", "distill.teachers", "distill.options"}
+FREE_FORM = {"weighting.options", "data.folders", "data.rooms", "distill.teachers", "distill.options",
+             "model.backbone_options", "model.head_options"}
 
 
 def _check_keys(cfg: Any, ref: Any, prefix: str = "") -> None:

@@ -29,7 +29,7 @@ def test_registered_and_defaults():
 
 @pytest.mark.parametrize("head", ["mask_seg", "mask_reg"])
 def test_shapes_and_taps(head):
-    m = MultiTaskModel("tiny", TASKS, head=head, **SMALL).eval()
+    m = MultiTaskModel("tiny", TASKS, head=head, head_options={head: SMALL}).eval()
     x = torch.randn(2, 3, 64, 96)
     out = m(x)
     for t, c in TASKS.items():
@@ -44,7 +44,7 @@ def test_shapes_and_taps(head):
 
 @pytest.mark.parametrize("head", ["mask_seg", "mask_reg"])
 def test_gradients_reach_queries_and_backbone(head):
-    m = MultiTaskModel("tiny", TASKS, head=head, **SMALL)
+    m = MultiTaskModel("tiny", TASKS, head=head, head_options={head: SMALL})
     out = m(torch.randn(2, 3, 64, 96))
     sum(p.square().mean() for p in out.preds.values()).backward()
     for t in TASKS:
@@ -55,11 +55,11 @@ def test_gradients_reach_queries_and_backbone(head):
 
 @pytest.mark.parametrize("head", ["mask_seg", "mask_reg"])
 def test_state_dict_round_trip(head):
-    m = MultiTaskModel("tiny", TASKS, head=head, **SMALL).eval()
+    m = MultiTaskModel("tiny", TASKS, head=head, head_options={head: SMALL}).eval()
     sd = m.state_dict()
     assert any(k.endswith(".queries") for k in sd)
     torch.manual_seed(1)
-    m2 = MultiTaskModel("tiny", TASKS, head=head, **SMALL).eval()
+    m2 = MultiTaskModel("tiny", TASKS, head=head, head_options={head: SMALL}).eval()
     m2.load_state_dict(sd)
     x = torch.randn(1, 3, 64, 96)
     a, b = m(x), m2(x)
@@ -84,4 +84,4 @@ def test_reg_n_queries_option():
 @pytest.mark.parametrize("bad", [dict(d_model=30, heads=4), dict(layers=0), dict(n_queries=0)])
 def test_bad_options(bad):
     with pytest.raises(MtkdError):
-        MultiTaskModel("tiny", {"depth": 1}, head="mask_reg", **bad)
+        MultiTaskModel("tiny", {"depth": 1}, head="mask_reg", head_options={"mask_reg": bad})

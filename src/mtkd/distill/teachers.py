@@ -14,10 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from mtkd.config import DEFAULTS
 from mtkd.engine.checkpoint_io import load_checkpoint, load_model
 from mtkd.errors import MtkdError
-from mtkd.models import MultiTaskModel, Output, build_model
+from mtkd.models import MultiTaskModel, Output, build_model_from_config
 
 
 def resolve_checkpoint(ref: str | Path) -> Path:
@@ -32,17 +31,15 @@ def resolve_checkpoint(ref: str | Path) -> Path:
 
 def model_from_weights(spec: Mapping[str, Any]) -> MultiTaskModel:
     """A teacher from a bare weights file plus its model config (e.g. trained outside mtkd's engine):
-    ``{weights: file (.safetensors or a torch state dict), tasks: {task: channels}, model: {arch, backbone, head,
-    decoder_channels}}`` (``model`` keys default to mtkd's defaults)."""
+    ``{weights: file (.safetensors or a torch state dict), tasks: {task: channels}, model: {...}}`` (``model`` is a
+    run's ``model`` section; absent keys take mtkd's defaults)."""
     missing = {"weights", "tasks"} - set(spec)
     if missing:
         raise MtkdError(f"a teacher given as a mapping needs {sorted(missing)} (and optionally model: {{...}})")
     path = Path(spec["weights"])
     if not path.is_file():
         raise MtkdError(f"teacher weights {path} do not exist")
-    m = {**DEFAULTS["model"], **dict(spec.get("model") or {})}
-    model = build_model(m["arch"], m["backbone"], {t: int(c) for t, c in spec["tasks"].items()}, head=m["head"],
-                        decoder_channels=m["decoder_channels"])
+    model = build_model_from_config({**dict(spec.get("model") or {}), "pretrained": False}, spec["tasks"])
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 

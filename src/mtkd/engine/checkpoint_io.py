@@ -48,13 +48,11 @@ def read_training_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], d
 
 def load_model(path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
     """The ``MultiTaskModel`` stored in an mtkd training checkpoint, and the run config it was trained with."""
-    from mtkd.models import build_model
+    from mtkd.models import build_model_from_config
 
     ckpt, hparams = read_training_checkpoint(path)
     config, task_channels = hparams["config"], hparams["task_channels"]
-    m = config["model"]
-    model = build_model(m.get("arch", "shared"), m["backbone"], dict(task_channels), head=m["head"],
-                        decoder_channels=m["decoder_channels"])
+    model = build_model_from_config({**config["model"], "pretrained": False}, task_channels)  # weights: below
     weights = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     try:
         model.load_state_dict(weights)

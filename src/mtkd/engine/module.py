@@ -18,7 +18,7 @@ from mtkd import weighting as weighting_lib
 from mtkd.distill import build_distiller, needs_teachers
 from mtkd.distill.teachers import TeacherSet
 from mtkd.errors import MtkdError
-from mtkd.models import build_model
+from mtkd.models import build_model_from_config
 from mtkd.tasks import get_task
 
 
@@ -35,11 +35,7 @@ class MultiTaskModule(L.LightningModule):
         self.automatic_optimization = False
         self.config = config
         self.tasks = list(task_channels)
-        model_cfg = config["model"]
-        self.model = build_model(
-            model_cfg["arch"], model_cfg["backbone"], dict(task_channels), head=model_cfg["head"],
-            decoder_channels=model_cfg["decoder_channels"], pretrained=model_cfg["pretrained"],
-        )
+        self.model = build_model_from_config(config["model"], task_channels)
         self.specs = {t: get_task(t, edge_pos_weight=config["loss"]["edge_pos_weight"]) for t in self.tasks}
         wcfg = config["weighting"]
         self.weighting = weighting_lib.get(wcfg["name"], tasks=self.tasks, **dict(wcfg.get("options") or {}))

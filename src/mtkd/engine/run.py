@@ -103,20 +103,21 @@ def nest(flat: dict[str, float], stage: str) -> dict[str, dict[str, float]]:
 
 
 def check_names(cfg: dict[str, Any]) -> None:
-    """Refuse unknown task, backbone, head or weighting names (and weighting options) before anything is written."""
+    """Refuse unknown task, backbone, head or weighting names (and weighting options) before anything is written;
+    ``model.head`` as a mapping must name a head for every task."""
     from mtkd import weighting
-    from mtkd.models import ARCHITECTURES, BACKBONES, HEADS
-    from mtkd.registry import suggest
+    from mtkd.models import ARCHITECTURES, BACKBONES
+    from mtkd.models.task_heads import check_head_options, head_per_task
     from mtkd.tasks import get_task
 
     for task in cfg["data"]["tasks"]:
         get_task(task)
-    backbone, head = cfg["model"]["backbone"], cfg["model"]["head"]
+    backbone = cfg["model"]["backbone"]
     if not backbone.startswith("timm:"):
         BACKBONES.get(backbone)
     ARCHITECTURES.get(cfg["model"]["arch"])
-    if head not in HEADS:
-        raise suggest(head, HEADS.names(), "head")
+    head_per_task(cfg["model"]["head"], cfg["data"]["tasks"])
+    check_head_options(cfg["model"]["head_options"])
     tasks, name = cfg["data"]["tasks"], cfg["weighting"]["name"]
     if len(tasks) == 1 and name != "ew":
         raise MtkdError(f"weighting {name!r} balances several tasks; this run trains only {tasks[0]!r} (use ew)")

@@ -6,9 +6,9 @@ from mtkd.models.multitask import MultiTaskModel, Output
 
 __all__ = ["BACKBONES", "Backbone", "build_backbone", "load_weights", "HEADS", "MultiTaskModel", "Output"]
 
-from mtkd.models.architectures import ARCHITECTURES, build_model  # noqa: E402
+from mtkd.models.architectures import ARCHITECTURES, build_model, build_model_from_config  # noqa: E402
 from mtkd.models.cross_stitch import CrossStitchModel  # noqa: E402
 from mtkd.models.mtan import MTANModel  # noqa: E402
 
-__all__ += ["ARCHITECTURES", "build_model", "CrossStitchModel", "MTANModel"]
+__all__ += ["ARCHITECTURES", "build_model", "build_model_from_config", "CrossStitchModel", "MTANModel"]
 from mtkd.models.mask_transformer import MaskRegHead, MaskSegHead  # noqa: E402,F401

@@ -1,16 +1,23 @@
 """Multi-task architectures by name (``ARCHITECTURES``), all with ``MultiTaskModel``'s interface
 (``model(image) -> Output``, ``taps()``, ``shared_parameters()``, ``task_parameters(t)``, ``tasks``,
-``backbone_name``, ``head_name``), so every weighting and every distiller runs on any of them.
+``backbone_name``, ``head_name``, ``head_names``), so every weighting and every distiller runs on any of them.
 
 - ``"shared"``: hard parameter sharing — one backbone + FPN neck, one head per task (multitask.py).
 - ``"cross_stitch"``: one backbone copy per task linked by cross-stitch units (Misra et al. 2016; cross_stitch.py).
 - ``"mtan"``: shared backbone + per-task soft-attention modules (Liu et al. 2019; mtan.py).
+
+``build_model_from_config`` is the one way a run's ``model`` section becomes a model (the LightningModule,
+``load_model``, teachers given as weights, OKD's single-task nets), so every config key reaches every caller.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from torch import nn
 
+from mtkd.config import DEFAULTS
 from mtkd.models.backbones import Backbone
 from mtkd.models.cross_stitch import CrossStitchModel
 from mtkd.models.mtan import MTANModel
@@ -28,4 +35,16 @@ def build_model(arch: str, backbone: str | Backbone, tasks: dict[str, int], **kw
     return ARCHITECTURES.get(arch)(backbone, tasks, **kw)
 
 
-__all__ = ["ARCHITECTURES", "build_model"]
+def build_model_from_config(model_cfg: Mapping[str, Any], task_channels: Mapping[str, int]) -> nn.Module:
+    """The model a ``model`` config section describes, for ``task_channels`` ({task: output channels}).
+
+    Keys absent from the section (checkpoints written before they existed) take ``mtkd.config.DEFAULTS``' values.
+    Callers that load weights afterwards pass ``pretrained: false`` so nothing is downloaded or read twice.
+    """
+    m = {**DEFAULTS["model"], **dict(model_cfg)}
+    return build_model(m["arch"], m["backbone"], {t: int(c) for t, c in task_channels.items()}, head=m["head"],
+                       decoder_channels=m["decoder_channels"], pretrained=m["pretrained"],
+                       head_options=m["head_options"], backbone_options=m["backbone_options"])
+
+
+__all__ = ["ARCHITECTURES", "build_model", "build_model_from_config"]

@@ -6,13 +6,16 @@ nominal reduction), so the neck, the heads and the distillers can size themselve
 Built in: ``"tiny"`` (4 stages of conv-BN-ReLU, reductions 2/4/8/16, channels 16/32/64/96 × ``width``; trains fast
 on a CPU at 96×128) and ``"small"`` (same family, wider and deeper, for teachers). ``"timm:<name>"`` wraps any timm
 model in ``features_only`` mode (see timm_backbone.py). ``pretrained=PATH`` loads a local ``.pth``/``.safetensors``
-file into any backbone (``load_weights``).
+file into any backbone (``load_weights``). ``model.backbone_options`` are keyword arguments of the backbone: ``width``
+for the built-in ones; any ``timm.create_model`` argument for timm (``dynamic_img_size``, ``out_indices``, ...).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -76,8 +79,9 @@ def small(width: float = 1.0) -> Backbone:
 
 
 def _key(k: str) -> str:
-    """Key normalisation that makes timm's flattened feature-module names (``stages_0``) match ``stages.0``."""
-    for prefix in ("module.", "body.", "backbone.body.", "backbone."):
+    """Key normalisation that makes timm's flattened feature-module names (``stages_0``) match ``stages.0``, and a
+    wrapped feature net's keys (``body.model.blocks.0``, timm's ViT ``features_only``) match ``blocks.0``."""
+    for prefix in ("module.", "body.", "backbone.body.", "backbone.", "model."):
         if k.startswith(prefix):
             k = k[len(prefix):]
     return k.replace(".", "_")
@@ -129,7 +133,7 @@ def load_weights(backbone: Backbone, path: str | Path) -> dict[str, int]:
 
 
 def build_backbone(name: str, pretrained: bool | str | Path = False, **kw) -> Backbone:
-    """Backbone by name: a registered one (``"tiny"``, ``"small"``) or ``"timm:<model>"``.
+    """Backbone by name: a registered one (``"tiny"``, ``"small"``) or ``"timm:<model>"``; ``kw`` = its options.
 
     ``pretrained``: False, True (download, timm only) or a path to a local weights file.
     """
@@ -138,9 +142,23 @@ def build_backbone(name: str, pretrained: bool | str | Path = False, **kw) -> Ba
 
         net: Backbone = TimmBackbone(name[len("timm:"):], pretrained=pretrained is True, **kw)
     else:
-        net = BACKBONES.get(name)(**kw)
+        factory = BACKBONES.get(name)
+        try:
+            net = factory(**kw)
+        except TypeError as e:
+            raise MtkdError(f"backbone {name!r}: bad option in model.backbone_options {sorted(kw)}: {e}") from e
         if pretrained is True:
             raise MtkdError(f"backbone {name!r} has no downloadable weights: pass pretrained=PATH to a local file")
     if pretrained not in (False, True, None):
         load_weights(net, pretrained)
     return net
+
+
+def make_backbone(backbone: str | Backbone, pretrained: bool | str | Path = False,
+                  options: Mapping[str, Any] | None = None) -> tuple[str, Backbone]:
+    """``(name, backbone)`` from a name (built with ``options``) or a ready ``Backbone`` (taken as is)."""
+    if isinstance(backbone, str):
+        return backbone, build_backbone(backbone, pretrained=pretrained, **dict(options or {}))
+    if options:
+        raise MtkdError(f"backbone options {sorted(options)} apply to a backbone given by name, not to a built one")
+    return getattr(backbone, "name", type(backbone).__name__), backbone

@@ -4,7 +4,7 @@ backbone of the registry that can run stage by stage (the built-in CNNs and timm
     x_t^1   = stage_1^(t)(image)                      one backbone copy per task t = 1..T
     x̃_t^i   = Σ_s α_i[c, t, s] · x_s^i                cross-stitch unit after every stage i (per channel c, T×T)
     x_t^i+1 = stage_i+1^(t)(x̃_t^i)
-    n_t     = neck_t(x̃_t^1..N)                        each task has its own FPN neck (or the deepest map, "aspp")
+    n_t     = neck_t(x̃_t^1..N)                        each task has its own neck (FPN or deepest stage: task_heads.py)
     shared  = cat_t(n_t)  (B × T·C × h × w, task order)      "shared" tap
     logits_t, feat_t = head_t(shared[:, slice t])     "head.<task>" tap = feat_t
 
@@ -28,16 +28,17 @@ Choices (documented deviations / definitions):
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mtkd.errors import MtkdError
-from mtkd.models.backbones import Backbone, ConvNet, build_backbone
-from mtkd.models.heads import HEADS
-from mtkd.models.multitask import Output, check_args
-from mtkd.models.neck import DeepestStage, FPNNeck
+from mtkd.models.backbones import Backbone, ConvNet, make_backbone
+from mtkd.models.multitask import Output, check_args, check_image
+from mtkd.models.task_heads import head_name, make_neck_and_heads
 
 
 # --- helpers shared with mtan.py ---------------------------------------------------------------------------------
@@ -50,33 +51,6 @@ def per_task_neck_taps(feature_info, necks: nn.ModuleDict, heads: nn.ModuleDict)
     for t, head in heads.items():
         out[f"head.{t}"] = (head.channels, neck.reduction)
     return out
-
-
-def check_image(image) -> None:
-    if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[1] != 3:
-        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-        raise MtkdError(f"model input must be B×3×H×W, got {shape}")
-
-
-def make_backbone(backbone: str | Backbone, pretrained) -> tuple[str, Backbone]:
-    if isinstance(backbone, str):
-        return backbone, build_backbone(backbone, pretrained=pretrained)
-    return getattr(backbone, "name", type(backbone).__name__), backbone
-
-
-def make_neck_and_heads(info, tasks, head, decoder_channels, head_options, n: int):
-    """``n`` necks (1 = shared) sized from ``info`` and one head per task."""
-    head_cls = HEADS.get(head)
-    if head_cls.reads == "neck":
-        necks = [FPNNeck(info, decoder_channels) for _ in range(n)]
-    else:
-        necks = [DeepestStage(info) for _ in range(n)]
-        head_options.setdefault("channels", decoder_channels)
-    try:
-        heads = nn.ModuleDict({t: head_cls(necks[0].channels, c, **head_options) for t, c in tasks.items()})
-    except TypeError as e:
-        raise MtkdError(f"head {head!r}: bad option in {sorted(head_options)}: {e}") from e
-    return necks, heads
 
 
 def run_heads(heads: nn.ModuleDict, shared: torch.Tensor, size, features: dict) -> dict[str, torch.Tensor]:
@@ -132,22 +106,23 @@ class CrossStitchUnit(nn.Module):
 
 
 class CrossStitchModel(nn.Module):
-    def __init__(self, backbone: str | Backbone, tasks: dict[str, int], head: str = "fpn",
+    def __init__(self, backbone: str | Backbone, tasks: dict[str, int], head: str | Mapping[str, str] = "fpn",
                  decoder_channels: int = 64, pretrained: bool | str = False, alpha_same: float = 0.9,
-                 **head_options):
+                 head_options: Mapping[str, Mapping[str, Any]] | None = None,
+                 backbone_options: Mapping[str, Any] | None = None):
         super().__init__()
         check_args(tasks, decoder_channels)
         if not 0.0 <= float(alpha_same) <= 1.0:
             raise MtkdError(f"cross_stitch alpha_same must be in [0, 1], got {alpha_same!r}")
         self.tasks = dict(tasks)
-        self.head_name = head
-        self.backbone_name, first = make_backbone(backbone, pretrained)
+        self.backbone_name, first = make_backbone(backbone, pretrained, backbone_options)
         stage_segments(first)  # refuse early a backbone that cannot be interleaved
         self.backbones = nn.ModuleDict({t: first if i == 0 else copy.deepcopy(first) for i, t in enumerate(tasks)})
         self.feature_info = [dict(fi) for fi in first.feature_info]
         self.stitches = nn.ModuleList(CrossStitchUnit(len(tasks), fi["num_chs"], alpha_same) for fi in self.feature_info)
-        necks, self.heads = make_neck_and_heads(self.feature_info, self.tasks, head, decoder_channels,
-                                                dict(head_options), len(tasks))
+        self.head_names, necks, self.heads = make_neck_and_heads(self.feature_info, self.tasks, head,
+                                                                 decoder_channels, head_options, len(tasks))
+        self.head_name = head_name(self.head_names)
         self.necks = nn.ModuleDict(dict(zip(tasks, necks)))
 
     def forward(self, image: torch.Tensor) -> Output:

@@ -8,8 +8,8 @@ shared map's resolution; ``MultiTaskModel`` upsamples to the input size. ``forwa
   1×1 classifier. The paper's rates 6/12/18 suit a 33×33 map at output stride 16; at 96×128 the deepest map is
   6×8, so the default rates are scaled down to 2/4/6 (a rate above the map size only sees padding).
 
-Each head class declares ``reads``: ``"neck"`` (FPN map at 1/4) or ``"deepest"`` (last backbone stage), which is
-what ``MultiTaskModel`` uses as the "shared" representation.
+Each head class declares ``reads``: ``"neck"`` (FPN map at 1/4) or ``"deepest"`` (last backbone stage); the model's
+one "shared" map is the FPN map when any of its heads reads the neck, else the deepest stage (task_heads.py).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Mask-Transformer heads (OKD-MTL, Fig. 2; Segmenter, Strudel et al. 2021): ``"mask_seg"`` and ``"mask_reg"``.
 
-Both read the deepest backbone stage (``reads = "deepest"``, like ``"aspp"``), so they work with any backbone: the
+Both read the deepest backbone stage (``reads = "deepest"``, like ``"aspp"``; the FPN map when mixed with ``"fpn"``
+heads, see task_heads.py), so they work with any backbone: the
 B×Cin×h×w map is flattened to h·w patch tokens and linearly projected to ``d_model`` (Segmenter's ``proj_dec``).
 No positional embedding is added in the head (as in Segmenter's decoder: position comes from the encoder).
 Learnable queries are appended to the patch tokens and the joint sequence goes through ``layers`` pre-norm
@@ -23,8 +24,8 @@ Learnable queries are appended to the patch tokens and the joint sequence goes t
     query order; the softmax-weighted values make it a soft-binning over learned query values instead.)
 
 Options: ``d_model`` (192, ViT-tiny width), ``heads`` (3), ``layers`` (2), ``n_queries`` (128, mask_reg only),
-``dropout`` (0.0). ``channels`` is accepted and ignored (``MultiTaskModel`` passes ``decoder_channels`` to every
-deepest-reading head); the tap width ``self.channels`` is ``d_model``.
+``dropout`` (0.0), set per head name by ``model.head_options`` (``{mask_reg: {n_queries: 64}}``). ``channels`` is
+accepted and ignored (every head is passed ``decoder_channels``); the tap width ``self.channels`` is ``d_model``.
 """
 
 from __future__ import annotations

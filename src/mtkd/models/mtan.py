@@ -6,7 +6,7 @@ Attention", Sec. 3.2, Fig. 2) on any backbone of the registry.
     a_t^i   = σ(conv1×1-BN-ReLU-conv1×1-BN([f^i, p_t^i−1]))    i > 1 (paper: [u^j, p^(j−1)] inside block j)
     â_t^i   = a_t^i ⊙ f^i                                       attended shared features
     p_t^i   = maxpool_to(f^i+1)(conv3×3-BN-ReLU(â_t^i → C_i+1))  the "f" block: to the next stage's width and size
-    n_t     = neck_t(â_t^1..N)      task FPN over the attended stages (or â_t^N for "aspp" heads)
+    n_t     = neck_t(â_t^1..N)      task FPN over the attended stages (or â_t^N: task_heads.py)
     shared  = cat_t(n_t)  (B × T·C × h × w, task order)         "shared" tap; head t reads its own slice of it
     logits_t, feat_t = head_t(...)                              "head.<task>" tap = feat_t
 
@@ -25,14 +25,18 @@ task t's gradient scaled by its MGDA weight.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mtkd.errors import MtkdError
-from mtkd.models.backbones import Backbone, conv_bn_relu
-from mtkd.models.cross_stitch import check_image, make_backbone, make_neck_and_heads, per_task_neck_taps, run_heads
-from mtkd.models.multitask import Output, check_args
+from mtkd.models.backbones import Backbone, conv_bn_relu, make_backbone
+from mtkd.models.cross_stitch import per_task_neck_taps, run_heads
+from mtkd.models.multitask import Output, check_args, check_image
+from mtkd.models.task_heads import head_name, make_neck_and_heads
 
 
 class AttentionMask(nn.Module):
@@ -68,17 +72,19 @@ class TaskAttention(nn.Module):
 
 
 class MTANModel(nn.Module):
-    def __init__(self, backbone: str | Backbone, tasks: dict[str, int], head: str = "fpn",
-                 decoder_channels: int = 64, pretrained: bool | str = False, **head_options):
+    def __init__(self, backbone: str | Backbone, tasks: dict[str, int], head: str | Mapping[str, str] = "fpn",
+                 decoder_channels: int = 64, pretrained: bool | str = False,
+                 head_options: Mapping[str, Mapping[str, Any]] | None = None,
+                 backbone_options: Mapping[str, Any] | None = None):
         super().__init__()
         check_args(tasks, decoder_channels)
         self.tasks = dict(tasks)
-        self.head_name = head
-        self.backbone_name, self.backbone = make_backbone(backbone, pretrained)
+        self.backbone_name, self.backbone = make_backbone(backbone, pretrained, backbone_options)
         info = self.backbone.feature_info
         self.attention = nn.ModuleDict({t: TaskAttention(info) for t in tasks})
-        necks, self.heads = make_neck_and_heads(info, self.tasks, head, decoder_channels, dict(head_options),
-                                                len(tasks))
+        self.head_names, necks, self.heads = make_neck_and_heads(info, self.tasks, head, decoder_channels,
+                                                                 head_options, len(tasks))
+        self.head_name = head_name(self.head_names)
         self.necks = nn.ModuleDict(dict(zip(tasks, necks)))
 
     def forward(self, image: torch.Tensor) -> Output:

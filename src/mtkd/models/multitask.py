@@ -1,26 +1,28 @@
 """The multi-task dense-prediction model: backbone → shared representation → one head per task.
 
     feats  = backbone(image)                          "stage1".."stageN" taps
-    shared = neck(feats)   (FPN at 1/4; for "aspp" heads: the deepest stage)      "shared" tap
+    shared = neck(feats)   (FPN at 1/4; when every head reads the deepest stage: that stage)     "shared" tap
     logits_t, feat_t = head_t(shared)                 "head.<task>" tap = feat_t
     preds[t] = bilinear upsample of logits_t to H×W   raw outputs (normals not normalised: the loss does it)
 
+``head`` is one head name or ``{task: head name}``, ``head_options`` ``{head name: {option: value}}`` (task_heads.py);
+``backbone_options`` are keyword arguments of the backbone (``build_backbone``; for timm, of ``timm.create_model``).
 A single-task model is the same class with one task. ``shared_parameters`` (backbone + neck) and
 ``task_parameters(t)`` partition the parameters, as gradient-weighting methods (MGDA, PCGrad, ...) need.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mtkd.errors import MtkdError
-from mtkd.models.backbones import Backbone, build_backbone
-from mtkd.models.heads import HEADS
-from mtkd.models.neck import DeepestStage, FPNNeck
+from mtkd.models.backbones import Backbone, make_backbone
+from mtkd.models.task_heads import head_name, make_neck_and_heads
 
 
 def check_args(tasks, decoder_channels) -> None:
@@ -36,6 +38,13 @@ def check_args(tasks, decoder_channels) -> None:
         raise MtkdError(f"decoder_channels must be a positive int, got {decoder_channels!r}")
 
 
+def check_image(image) -> None:
+    """Refuse anything but a B×3×H×W tensor with one clear line."""
+    if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[1] != 3:
+        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise MtkdError(f"model input must be B×3×H×W, got {shape}")
+
+
 class Output(NamedTuple):
     preds: dict[str, torch.Tensor]
     features: dict[str, torch.Tensor]
@@ -46,37 +55,23 @@ class MultiTaskModel(nn.Module):
         self,
         backbone: str | Backbone,
         tasks: dict[str, int],
-        head: str = "fpn",
+        head: str | Mapping[str, str] = "fpn",
         decoder_channels: int = 64,
         pretrained: bool | str = False,
-        **head_options,
+        head_options: Mapping[str, Mapping[str, Any]] | None = None,
+        backbone_options: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         check_args(tasks, decoder_channels)
         self.tasks = dict(tasks)
-        if isinstance(backbone, str):
-            self.backbone_name = backbone
-            self.backbone = build_backbone(backbone, pretrained=pretrained)
-        else:
-            self.backbone_name = getattr(backbone, "name", type(backbone).__name__)
-            self.backbone = backbone
-        self.head_name = head
-        head_cls = HEADS.get(head)
-        info = self.backbone.feature_info
-        if head_cls.reads == "neck":
-            self.neck: nn.Module = FPNNeck(info, decoder_channels)
-        else:
-            self.neck = DeepestStage(info)
-            head_options.setdefault("channels", decoder_channels)
-        try:
-            self.heads = nn.ModuleDict({t: head_cls(self.neck.channels, c, **head_options) for t, c in tasks.items()})
-        except TypeError as e:
-            raise MtkdError(f"head {head!r}: bad option in {sorted(head_options)}: {e}") from e
+        self.backbone_name, self.backbone = make_backbone(backbone, pretrained, backbone_options)
+        self.head_names, necks, heads = make_neck_and_heads(self.backbone.feature_info, self.tasks, head,
+                                                            decoder_channels, head_options, 1)
+        self.head_name = head_name(self.head_names)
+        self.neck, self.heads = necks[0], heads  # registration order (backbone, neck, heads) = optimizer order
 
     def forward(self, image: torch.Tensor) -> Output:
-        if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[1] != 3:
-            shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-            raise MtkdError(f"model input must be B×3×H×W, got {shape}")
+        check_image(image)
         size = image.shape[-2:]
         stages = self.backbone(image)
         features = {fi["name"]: f for fi, f in zip(self.backbone.feature_info, stages)}

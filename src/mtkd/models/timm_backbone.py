@@ -1,4 +1,13 @@
-"""Any timm model as a ``Backbone``: ``timm.create_model(name, features_only=True)`` with timm's feature_info.
+"""Any timm model as a ``Backbone``: ``timm.create_model(name, features_only=True, **options)`` with timm's
+feature_info; ``options`` come from ``model.backbone_options``.
+
+Vision transformers: timm builds them for one input size (``img_size``, 224 for ``vit_tiny_patch16_224``) and
+asserts on any other. ``dynamic_img_size: true`` interpolates the position embedding to each input's patch grid (and
+keeps the checkpoint's 14×14 embedding, so ``pretrained=PATH`` still loads it); ``dynamic_img_pad: true`` also pads
+sides that are not a multiple of the patch. Such an input is refused here, before timm's bare assert, with the option
+to set. In ``features_only`` mode a ViT returns its last three blocks (``out_indices`` picks others, e.g. all
+twelve), each a 192×h/16×w/16 map for ViT-tiny: every stage has reduction 16, which the FPN neck and the
+deepest-stage heads accept as is.
 
 Offline, ``pretrained=True`` cannot download: the failure is turned into a one-line ``MtkdError`` that says to pass
 a local file instead (``build_backbone(..., pretrained=PATH)``, loaded by ``backbones.load_weights``). When
@@ -13,6 +22,7 @@ import difflib
 import socket
 
 import torch
+from timm.layers import PatchEmbed
 
 from mtkd.errors import MtkdError
 from mtkd.models.backbones import Backbone
@@ -53,6 +63,8 @@ class TimmBackbone(Backbone):
         try:
             with _offline_if_no_dns() if pretrained else contextlib.nullcontext():
                 self.body = timm.create_model(model_name, **args)
+        except TypeError as e:
+            raise MtkdError(f"timm:{model_name}: bad option in model.backbone_options {sorted(kw)}: {e}") from e
         except Exception as e:  # noqa: BLE001 — network errors come in many types (OSError, HF hub, urllib)
             if not pretrained:
                 raise
@@ -66,8 +78,22 @@ class TimmBackbone(Backbone):
             {"name": f"stage{i + 1}", "num_chs": c, "reduction": r}
             for i, (c, r) in enumerate(zip(info.channels(), info.reduction()))
         ]
+        embed = next((m for m in self.body.modules() if isinstance(m, PatchEmbed)), None)
+        self.fixed_size = tuple(embed.img_size) if embed is not None and embed.strict_img_size else None
+        self.patch = tuple(embed.patch_size) if embed is not None and not embed.dynamic_img_pad else None
+
+    def check_size(self, x: torch.Tensor) -> None:
+        """Refuse an input size the patch embedding would assert on, naming the option that allows it."""
+        h, w = x.shape[-2:]
+        if self.fixed_size is not None and (h, w) != self.fixed_size:
+            raise MtkdError(f"{self.name} takes {self.fixed_size[0]}×{self.fixed_size[1]} inputs only, got {h}×{w}: "
+                            "set model.backbone_options.dynamic_img_size=true")
+        if self.patch is not None and (h % self.patch[0] or w % self.patch[1]):
+            raise MtkdError(f"{self.name}: input {h}×{w} is not a multiple of the {self.patch[0]}×{self.patch[1]} "
+                            "patch: resize it or set model.backbone_options.dynamic_img_pad=true")
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        self.check_size(x)
         out = self.body(x)
         # a few timm models (e.g. some ViT/Swin) return NHWC maps; the rest of mtkd wants NCHW
         return [f.permute(0, 3, 1, 2) if f.shape[1] != fi["num_chs"] and f.shape[-1] == fi["num_chs"] else f
