@@ -93,13 +93,33 @@ def _check_keys(cfg: Any, ref: Any, prefix: str = "") -> None:
             _check_keys(value, ref[key], f"{prefix}{key}.")
 
 
+RECIPES = Path(__file__).parent / "configs"
+
+
+def recipe_names() -> list[str]:
+    """The recipes shipped with mtkd, as ``dataset/name`` (``rooms/kd4mtl``, ``nyuv2/okd``, ...)."""
+    return sorted(str(p.relative_to(RECIPES).with_suffix("")) for p in RECIPES.glob("*/*.yaml"))
+
+
+def resolve_recipe(name: str | Path) -> Path:
+    """A YAML file path, or the name of a shipped recipe (``rooms/kd4mtl``); an unknown name gets the closest ones."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = RECIPES / f"{name}.yaml"
+    if path.suffix not in (".yaml", ".yml") and shipped.is_file():
+        return shipped
+    if path.suffix in (".yaml", ".yml") or len(path.parts) > 2:
+        raise MtkdError(f"config file {path} does not exist")
+    raise suggest(str(name), recipe_names(), "recipe")
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> DictConfig:
-    """Defaults ← recipe YAML ← ``key=value`` overrides, with every key checked against ``DEFAULTS``."""
+    """Defaults ← recipe (a YAML path or a shipped recipe name) ← ``key=value`` overrides, every key checked
+    against ``DEFAULTS``."""
     layers = [OmegaConf.create(DEFAULTS)]
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise MtkdError(f"config file {path} does not exist")
+        path = resolve_recipe(path)
         try:
             recipe = OmegaConf.load(path)
         except (OmegaConfBaseException, ValueError, OSError) as err:

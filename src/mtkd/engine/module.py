@@ -7,6 +7,7 @@ path through ``Weighting.backward``, which calls Lightning's ``manual_backward``
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import lightning as L
@@ -153,6 +154,14 @@ class MultiTaskModule(L.LightningModule):
                 self.log(f"{stage}/{t}/{name}", float(value), prog_bar=(name == self.specs[t].monitor))
             metric.reset()
 
+    def _schedule_epochs(self) -> int:
+        """The epochs the schedule spans: ``max_epochs``, or the epochs ``max_steps`` takes (a budget in steps)."""
+        t = self.config["trainer"]
+        if not t["max_steps"] or t["max_steps"] < 0:
+            return max(1, int(t["max_epochs"]))
+        steps = self.trainer.estimated_stepping_batches  # sets up the train loader, so its length is known
+        return max(1, math.ceil(steps / max(1, self.trainer.num_training_batches)))
+
     def configure_optimizers(self) -> dict[str, Any]:
         o = self.config["optim"]
         params: list[Any] = [{"params": list(self.model.parameters()) + list(self.weighting.parameters())}]
@@ -168,7 +177,7 @@ class MultiTaskModule(L.LightningModule):
             opt = torch.optim.SGD(params, lr=o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"])
         else:
             raise MtkdError(f"unknown optim.optimizer {o['optimizer']!r}; valid: adam, adamw, sgd")
-        epochs = max(1, int(self.config["trainer"]["max_epochs"]))
+        epochs = self._schedule_epochs()
         if o["scheduler"] == "cosine":
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
         elif o["scheduler"] == "step":
