@@ -128,13 +128,14 @@ def tiny_study(tmp_path_factory):
     from mtkd.testing import tiny_run_overrides
 
     tmp = tmp_path_factory.mktemp("tiny_study")
+    tiny = tiny_run_overrides(tmp)
+    both = {"overrides": {"data.tasks": ["semseg", "normal"]}}  # no depth: its δ1 is 0 after so few steps
     spec = {"budget": {"epochs": 1}, "seeds": [0, 1], "out": str(tmp / "study"),
-            "overrides": [o for o in tiny_run_overrides(tmp) if not o.startswith(("trainer.max_epochs", "out_dir"))],
-            "teachers": {"semseg": "single_semseg", "depth": "single_depth"},
-            "methods": {"single_semseg": "rooms/single_semseg", "single_depth": "rooms/single_depth",
-                        "ew": {"recipe": "rooms/mtl_ew", "overrides": {"data.tasks": ["semseg", "depth"]}},
-                        "uw": {"recipe": "rooms/mtl_uw", "overrides": {"data.tasks": ["semseg", "depth"]}},
-                        "kd": {"recipe": "rooms/kd", "overrides": {"data.tasks": ["semseg", "depth"]}}}}
+            "overrides": [o for o in tiny if not o.startswith(("trainer.max_epochs", "out_dir"))],
+            "teachers": {"semseg": "single_semseg", "normal": "single_normal"},
+            "methods": {"single_semseg": "rooms/single_semseg", "single_normal": "rooms/single_normal",
+                        "ew": {"recipe": "rooms/mtl_ew", **both}, "uw": {"recipe": "rooms/mtl_uw", **both},
+                        "kd": {"recipe": "rooms/kd", **both}}}
     (tmp / "study.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     assert main(["study", str(tmp / "study.yaml"), "--no-report"]) == 0
     return tmp / "study"
@@ -145,15 +146,15 @@ def test_report_of_a_real_study_writes_every_file(tiny_study):
     assert main(["report", str(tiny_study), "--images", "2"]) == 0
     out = tiny_study / "report"
     expected = ["table.md", "table.csv", "table.tex", "report.html", "delta_m", "tradeoff_gflops",
-                "tradeoff_latency_ms", "curves_semseg", "curves_depth", "curves_val_loss", "weights", "kd_losses",
-                "predictions_semseg", "predictions_depth"]
+                "tradeoff_latency_ms", "curves_semseg", "curves_normal", "curves_val_loss", "weights", "kd_losses",
+                "predictions_semseg", "predictions_normal"]
     for name in expected:
         files = [out / name] if "." in name else [out / f"{name}.png", out / f"{name}.pdf"]
         for f in files:
             assert f.is_file() and f.stat().st_size > 0, f
     table = (out / "table.md").read_text()
     assert [line.split(" | ")[0][2:] for line in table.splitlines()[2:]] == [
-        "single_semseg", "single_depth", "ew", "uw", "kd"]
+        "single_semseg", "single_normal", "ew", "uw", "kd"]
     assert all(" | 2 | " in line for line in table.splitlines()[2:])  # two seeds per method
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 10 and "<img src='http" not in html

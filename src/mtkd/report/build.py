@@ -114,9 +114,10 @@ def build_report(root: str | Path, out: str | Path | None = None, n_images: int 
         folder = out if len(splits) == 1 else out / slug(name)
         folder.mkdir(parents=True, exist_ok=True)
         costs = measure_costs(members) if cost else {}
-        rows = build_rows(members, costs)
+        notes: list[str] = []
+        rows = build_rows(members, costs, notes)
         tables[name] = rows
-        text = caption(members, rows, costs)
+        text = caption(members, rows, costs) + (f" Δm undefined: {'; '.join(notes)}." if notes else "")
         for ext, content in (("md", markdown_table(rows)), ("csv", csv_table(rows)),
                              ("tex", latex_table(rows, caption=text))):
             (folder / f"table.{ext}").write_text(content)

@@ -84,8 +84,13 @@ def find_runs(root: str | Path) -> list[RunRecord]:
 
 
 def method_key(config: dict[str, Any]) -> str:
-    """What makes two runs the same method: the config without the per-seed keys."""
-    return json.dumps({k: v for k, v in config.items() if k not in PER_SEED_KEYS}, sort_keys=True)
+    """What makes two runs the same method: the config without the per-seed keys, and with teacher run folders
+    read without their seed suffix (a study pairs the student of seed k with the teachers of seed k)."""
+    key = {k: v for k, v in config.items() if k not in PER_SEED_KEYS}
+    teachers = (config.get("distill") or {}).get("teachers") or {}
+    key["distill"] = {**config.get("distill", {}),
+                      "teachers": {t: SEED_SUFFIX.sub("", str(p)) for t, p in teachers.items()}}
+    return json.dumps(key, sort_keys=True)
 
 
 def label_of(run: RunRecord, root: Path) -> str:

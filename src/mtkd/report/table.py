@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from rich.table import Table
 
+from mtkd.errors import MtkdError
 from mtkd.metrics import METRIC_DIRECTIONS, delta_m
 from mtkd.report.runs import MethodRuns
 
@@ -81,16 +82,25 @@ def equal_weight_reference(row: MethodRuns, groups: list[MethodRuns]) -> MethodR
     return None
 
 
-def delta_stat(group: MethodRuns, base: dict[str, dict[str, float]]) -> Stat | None:
+def delta_stat(group: MethodRuns, base: dict[str, dict[str, float]], notes: list[str]) -> Stat | None:
+    """Mean ± std of the per-seed Δm; None (and a note for the caption) when it is undefined."""
     if not all(t in base for t in group.tasks):
         return None
-    return stat([delta_m({t: r.results["test"][t] for t in group.tasks}, base) for r in group.runs])
+    try:
+        return stat([delta_m({t: r.results["test"][t] for t in group.tasks}, base) for r in group.runs])
+    except MtkdError as err:  # a baseline metric of 0: the relative change is undefined, not a crash
+        note = str(err).removeprefix("delta_m: ")
+        if note not in notes:
+            notes.append(note)
+        return None
 
 
-def build_rows(groups: list[MethodRuns], costs: dict[str, dict[str, float]] | None = None) -> list[Row]:
+def build_rows(groups: list[MethodRuns], costs: dict[str, dict[str, float]] | None = None,
+               notes: list[str] | None = None) -> list[Row]:
     """One row per method: single-task models first (in task order), then equal-weight MTL, then the rest in the
     given order;
-    ``costs`` maps a label to its measured cost (``report.cost``)."""
+    ``costs`` maps a label to its measured cost (``report.cost``); why a Δm is undefined is appended to ``notes``."""
+    notes = [] if notes is None else notes
     base, _ = single_task_baseline(groups)
     rows = []
     order = task_order(g.tasks for g in groups)
@@ -105,8 +115,8 @@ def build_rows(groups: list[MethodRuns], costs: dict[str, dict[str, float]] | No
                    for t in g.tasks}
         ew = equal_weight_reference(g, groups)
         rows.append(Row(
-            g.label, len(g.runs), g.tasks, metrics, delta_stat(g, base),
-            delta_stat(g, mean_metrics(ew)) if ew is not None else None, dict((costs or {}).get(g.label, {})),
+            g.label, len(g.runs), g.tasks, metrics, delta_stat(g, base, notes),
+            delta_stat(g, mean_metrics(ew), notes) if ew is not None else None, dict((costs or {}).get(g.label, {})),
             statistics.fmean(r.results["wall_time_s"] for r in g.runs) / 60 if "wall_time_s" in g.runs[0].results
             else None,
         ))
