@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mtkd.config import load_config, to_dict
-from mtkd.models import MultiTaskModel
+from mtkd.models import build_model_from_config
 
 TASKS = {"semseg": 8, "depth": 1, "normal": 3}
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -69,7 +69,7 @@ def save_teacher(path: Path, tasks: list[str], backbone: str = "tiny") -> str:
     """A randomly initialised teacher for ``tasks`` written in mtkd's checkpoint format."""
     channels = {t: TASKS[t] for t in tasks}
     cfg = config(f"model.backbone={backbone}", f"data.tasks=[{','.join(tasks)}]")
-    model = MultiTaskModel(backbone, channels, decoder_channels=cfg["model"]["decoder_channels"])
+    model = build_model_from_config(cfg["model"], channels)
     state = {f"model.{k}": v for k, v in model.state_dict().items()}
     torch.save({"hyper_parameters": {"config": cfg, "task_channels": channels}, "state_dict": state}, path)
     return str(path)

@@ -78,14 +78,15 @@ def figures(groups: list[MethodRuns], rows: list[Row], out: Path, n_images: int)
                 "gflops": r.cost.get("gflops"), "latency_ms": r.cost.get("latency_ms")}
                for r in rows if r.dm_single is not None and len(r.tasks) > 1]
     singles = [r for r in rows if len(r.tasks) == 1 and r.cost]
+    costed = list(summary)
     if summary and len(singles) > 1:  # deploying one network per task: Δm 0 by definition, at the summed cost
-        summary.append({"label": f"{len(singles)} single-task models", "dm": 0.0, "dm_std": None, "n": 1,
-                        **{k: sum(r.cost[k] for r in singles) for k in ("gflops", "latency_ms")}})
+        costed.append({"label": f"{len(singles)} single-task models", "dm": 0.0, "dm_std": None, "n": 1,
+                       **{k: sum(r.cost[k] for r in singles) for k in ("gflops", "latency_ms")}})
     made: list[tuple[list[Path], str]] = [
         (plots.delta_m_bars(summary, out), "Δm per method vs the single-task models (error bars: std over seeds)."),
-        (plots.tradeoff(summary, out, "gflops", "GFLOPs", colours), "Δm against inference cost (GFLOPs); the line is the "
+        (plots.tradeoff(costed, out, "gflops", "GFLOPs", colours), "Δm against inference cost (GFLOPs); the line is the "
                                                           "Pareto front."),
-        (plots.tradeoff(summary, out, "latency_ms", "latency (ms)", colours), "Δm against measured latency."),
+        (plots.tradeoff(costed, out, "latency_ms", "latency (ms)", colours), "Δm against measured latency."),
         (plots.training_curves(methods, out, colours), "Training loss (smoothed) and the validation metric per task."),
         (plots.weights_over_time(methods, out, colours), "Task weights and distiller weights over training."),
         (plots.kd_losses(methods, out, colours), "Distillation losses over training."),
