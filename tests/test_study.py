@@ -132,3 +132,14 @@ def test_shipped_studies_load(tmp_path):
 
     for file in sorted(STUDIES.glob("*.yaml")):
         assert load_study(file, out=tmp_path / file.stem).plan()
+
+
+def test_demo_method_selection_adds_baselines_and_teachers(tmp_path):
+    from mtkd.demo import STUDIES, select_methods
+
+    study = load_study(STUDIES / "rooms_full.yaml", out=tmp_path)
+    select_methods(study, ["kdam", "uw"])
+    assert list(study.methods) == ["single_semseg", "single_depth", "single_normal", "ew", "uw", "teacher_mtl_small",
+                                   "kdam"]
+    with pytest.raises(MtkdError, match="did you mean 'pcgrad'"):
+        select_methods(load_study(STUDIES / "rooms_full.yaml", out=tmp_path), ["pcgard"])
