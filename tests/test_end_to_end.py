@@ -61,6 +61,22 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path):
     assert first["steps"] == 4 and resumed["steps"] == 8
 
 
+def test_resumed_run_reaches_the_uninterrupted_weights(tmp_path):
+    """Killed after epoch 1 and resumed: the same data order, augmentation and weights as an uninterrupted run."""
+    common = ("data.tasks=[semseg,depth]", "optim.scheduler=none", "weighting.name=rlw")  # RLW draws from torch's RNG
+    whole = train(load_config(None, tiny(tmp_path, "name=whole", *common)))
+    train(load_config(None, tiny(tmp_path, "name=cut", "trainer.max_epochs=1", *common)))
+    (tmp_path / "runs" / "cut" / "results.json").unlink()
+    train(load_config(None, tiny(tmp_path, "name=cut", "resume=true", *common)))
+    from mtkd.engine.checkpoint_io import load_checkpoint
+
+    a = load_checkpoint(tmp_path / "runs" / "whole" / "checkpoints" / "last.ckpt")["state_dict"]
+    b = load_checkpoint(tmp_path / "runs" / "cut" / "checkpoints" / "last.ckpt")["state_dict"]
+    assert whole["steps"] == 8 and a.keys() == b.keys()
+    tensors = [k for k in a if isinstance(a[k], torch.Tensor)]
+    assert tensors and all(torch.equal(a[k], b[k]) for k in tensors)
+
+
 def test_checkpoint_of_another_kind_is_refused(tmp_path):
     bogus = tmp_path / "other.ckpt"
     torch.save({"state_dict": {}}, bogus)

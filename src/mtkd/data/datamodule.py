@@ -82,6 +82,14 @@ class MultiTaskDataModule(L.LightningDataModule):
         self._shuffle_gen = torch.Generator().manual_seed(self.seed)  # one stream: a rebuilt loader continues it
         self.val_indices: list[int] = []
 
+    def state_dict(self) -> dict[str, Any]:
+        """The shuffle stream, saved in checkpoints: a resumed run draws the epoch orders it would have drawn."""
+        return {"shuffle_generator": self._shuffle_gen.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "shuffle_generator" in state:
+            self._shuffle_gen.set_state(state["shuffle_generator"])
+
     # ---------------------------------------------------------------------------------------------- data
     def prepare_data(self) -> None:
         if self.dataset == "rooms":

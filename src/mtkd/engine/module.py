@@ -68,6 +68,15 @@ class MultiTaskModule(L.LightningModule):
         """The frozen teachers (not a submodule: never saved, never synced), or None."""
         return self._teachers[0] if self._teachers else None
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the global torch RNG (augmentation, RLW's weights, ...) so a resumed run continues the same stream;
+        with the datamodule's shuffle state, a killed run resumes to the weights it would have reached."""
+        checkpoint["torch_rng_state"] = torch.get_rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "torch_rng_state" in checkpoint:
+            torch.set_rng_state(checkpoint["torch_rng_state"])
+
     def on_fit_start(self) -> None:
         for teachers in self._teachers:
             teachers.to(self.device).train()
