@@ -143,3 +143,18 @@ def test_demo_method_selection_adds_baselines_and_teachers(tmp_path):
                                    "kdam"]
     with pytest.raises(MtkdError, match="did you mean 'pcgrad'"):
         select_methods(load_study(STUDIES / "rooms_full.yaml", out=tmp_path), ["pcgard"])
+
+
+def test_at_references_name_same_seed_runs_and_order_the_plan(tmp_path):
+    refs = {"semseg": "@single_semseg", "depth": "@single_depth", "normal": "@single_normal"}
+    methods = {"okd": {"recipe": "rooms/okd_mtl_pretrained_afd",
+                       "overrides": {"distill.options.stl_checkpoints": refs}},
+               "single_semseg": "rooms/single_semseg", "single_depth": "rooms/single_depth",
+               "single_normal": "rooms/single_normal"}
+    plan = load_study(write_study(tmp_path, seeds=[3], methods=methods)).plan()
+    assert [r.method for r in plan] == ["single_semseg", "single_depth", "single_normal", "okd"]
+    assert plan[-1].config["distill"]["options"]["stl_checkpoints"] == {
+        t: str(tmp_path / "study" / m[1:] / "seed3") for t, m in refs.items()}
+    methods["okd"]["overrides"]["distill.options.stl_checkpoints"]["depth"] = "@single_dpth"
+    with pytest.raises(MtkdError, match="did you mean 'single_depth'"):
+        load_study(write_study(tmp_path, methods=methods))

@@ -14,9 +14,12 @@ A study file (YAML)::
       kd4mtl: rooms/kd4mtl                 # a distiller with frozen teachers gets the study's ``teachers``
       teacher_mtl: {recipe: rooms/mtl_ew, overrides: {model.backbone: small}}
       kdam: {recipe: rooms/kdam, teachers: teacher_mtl}   # one study method teaching every task
+      okd_offline: {recipe: rooms/okd_mtl_pretrained_afd, overrides: {distill.options.stl_checkpoints:
+                    {semseg: "@single_semseg", depth: "@single_depth", normal: "@single_normal"}}}
 
 Runs live in ``<out>/<method>/seed<k>/``. A teacher is named by a study method and is that method's run **with the
-same seed**, so seed-to-seed variation includes the teachers'. Only ``seed`` changes between seeds: the
+same seed**, so seed-to-seed variation includes the teachers'. Anywhere else in a run's config, the string
+``"@<method>"`` names that method's same-seed run folder (and makes it a dependency). Only ``seed`` changes between seeds: the
 validation split (``data.seed``) stays fixed. Seeds are the outer loop, so a killed study already has complete
 tables for its first seeds.
 
@@ -110,7 +113,25 @@ class Study:
         teachers = self._teacher_methods(method, cfg.distill.name, list(cfg.data.tasks))
         if teachers:
             cfg.distill.teachers = {t: str(self.out / m / f"seed{seed}") for t, m in teachers.items()}
-        return PlannedRun(method.name, seed, to_dict(cfg), tuple(sorted(set(teachers.values()))))
+        referenced: set[str] = set()
+        config = self._resolve_references(to_dict(cfg), seed, referenced)
+        if method.name in referenced:
+            raise MtkdError(f"study method {method.name!r} refers to itself (@{method.name})")
+        return PlannedRun(method.name, seed, config, tuple(sorted(set(teachers.values()) | referenced)))
+
+    def _resolve_references(self, node: Any, seed: int, found: set[str]) -> Any:
+        """``"@<study method>"`` anywhere in a run's config → that method's run folder with the same seed (for
+        paths ``teachers:`` does not cover, e.g. OKD's ``distill.options.stl_checkpoints``); a dependency too."""
+        if isinstance(node, dict):
+            return {k: self._resolve_references(v, seed, found) for k, v in node.items()}
+        if isinstance(node, list):
+            return [self._resolve_references(v, seed, found) for v in node]
+        if isinstance(node, str) and node.startswith("@"):
+            if node[1:] not in self.methods:
+                raise suggest(node[1:], self.methods, "study method (in an @reference)")
+            found.add(node[1:])
+            return str(self.out / node[1:] / f"seed{seed}")
+        return node
 
     def _teacher_methods(self, method: Method, distiller: str, tasks: list[str]) -> dict[str, str]:
         """task -> teaching study method (empty for a method without frozen teachers)."""
