@@ -53,6 +53,13 @@ def method_colours(labels: Iterable[str]) -> dict[str, Any]:
     return {label: _PALETTE[i % len(_PALETTE)] for i, label in enumerate(dict.fromkeys(labels))}
 
 
+def _readable(colour: Any) -> tuple[float, float, float]:
+    """``colour`` darkened when it is too light for text on white (tab20's light shades)."""
+    r, g, b = matplotlib.colors.to_rgb(colour)
+    light = 0.2126 * r + 0.7152 * g + 0.0722 * b  # relative luminance (sRGB weights)
+    return (r * 0.6, g * 0.6, b * 0.6) if light > 0.6 else (r, g, b)
+
+
 def read_logs(run_dir: Path) -> Logs:
     """Every logged column of one run as ``{column: [(step, value), ...]}``, empty and non-finite cells skipped.
 
@@ -393,7 +400,7 @@ def _method_panels(methods: Mapping[str, Sequence[Path]], prefixes: tuple[str, .
         _log_if_wide(ax)
         seeds = len(methods[label])
         ax.set_title(f"{label} ({f'mean over {seeds} seeds, band: min–max' if seeds > 1 else 'one run'})",
-                     color=colours[label])
+                     color=_readable(colours[label]))
         ax.set(xlabel="step", ylabel=ylabel)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, fontsize=8.5)
     for ax in axes[len(panels):]:
