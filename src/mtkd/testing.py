@@ -16,17 +16,19 @@ def tiny_run_overrides(tmp: Path, *extra: str, n_train: int = 16, n_test: int = 
     ]
 
 
+def fed(metric, preds, targets):
+    """``metric`` after one ``update`` per NumPy batch of ``(preds, targets)``: a NumPy reference's counterpart."""
+    import torch
+
+    for p, t in zip(preds, targets):
+        metric.update(torch.from_numpy(p), torch.from_numpy(t))
+    return metric
+
+
 def merged_and_whole(make_metric, preds, targets):
     """Two metric objects fed disjoint halves of ``(preds, targets)`` (NumPy batches) and merged, as DDP's sum
     sync would, beside one that saw every batch; returns ``(merged, whole)`` for the caller to compare."""
-    import torch
-
-    whole, first, second = make_metric(), make_metric(), make_metric()
-    for p, t in zip(preds, targets):
-        whole.update(torch.from_numpy(p), torch.from_numpy(t))
     half = len(preds) // 2
-    for part, metric in ((slice(0, half), first), (slice(half, None), second)):
-        for p, t in zip(preds[part], targets[part]):
-            metric.update(torch.from_numpy(p), torch.from_numpy(t))
-    first.merge_state(second)
-    return first, whole
+    first = fed(make_metric(), preds[:half], targets[:half])
+    first.merge_state(fed(make_metric(), preds[half:], targets[half:]))
+    return first, fed(make_metric(), preds, targets)

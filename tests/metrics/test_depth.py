@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mtkd.metrics import DepthMetrics
-from mtkd.testing import merged_and_whole
+from mtkd.testing import fed, merged_and_whole
 
 
 def _np_ref(preds, targets):
@@ -37,9 +37,7 @@ def _data(rng, sizes, h=5, w=6):
 def test_against_numpy_unequal_batches():
     rng = np.random.default_rng(0)
     preds, targets = _data(rng, [3, 1])
-    m = DepthMetrics()
-    for p, t in zip(preds, targets):
-        m.update(torch.from_numpy(p), torch.from_numpy(t))
+    m = fed(DepthMetrics(), preds, targets)
     out = m.compute()
     ref = _np_ref(preds, targets)
     per_batch = [_np_ref([p], [t]) for p, t in zip(preds, targets)]

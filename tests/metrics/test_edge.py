@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mtkd.metrics import EdgeMetrics
-from mtkd.testing import merged_and_whole
+from mtkd.testing import fed, merged_and_whole
 
 
 def _np_f(preds, targets):
@@ -33,9 +33,7 @@ def _data(rng, sizes, h=6, w=6):
 def test_against_numpy_unequal_batches():
     rng = np.random.default_rng(0)
     preds, targets = _data(rng, [3, 1])
-    m = EdgeMetrics()
-    for p, t in zip(preds, targets):
-        m.update(torch.from_numpy(p), torch.from_numpy(t))
+    m = fed(EdgeMetrics(), preds, targets)
     ref = _np_f(preds, targets)
     assert m.compute()["F"].item() == pytest.approx(ref, rel=1e-5)
     avg = np.mean([_np_f([p], [t]) for p, t in zip(preds, targets)])
