@@ -160,3 +160,11 @@ def test_report_of_a_real_study_writes_every_file(tiny_study):
     assert html.count("data:image/png;base64,") >= 10 and "<img src='http" not in html
     cost = json.loads((tiny_study / "ew" / "seed0" / "cost.json").read_text())
     assert cost["gflops"] > 0 and cost["latency_ms"] > 0 and cost["input"] == [32, 48]
+
+
+def test_zero_delta_m_prints_without_a_minus_sign():
+    from mtkd.report.table import columns, Row
+
+    row = Row("ew", 2, ["depth"], {"depth": {"abs_err": (0.5, 0.1)}}, dm_single=(-3.6e-15, 2.48))
+    dm = next(c for c in columns([row]) if c.title == "Δm % ↑")
+    assert dm.fmt(-3.6e-15) == "+0.00" and dm.fmt(-0.004) == "+0.00" and dm.fmt(-0.006) == "-0.01"

@@ -147,7 +147,7 @@ def columns(rows: list[Row]) -> list[Column]:
             if any(m in r.metrics.get(t, {}) for r in rows):
                 cols.append(Column(f"{t} {m} {'↑' if up else '↓'}", up,
                                    lambda r, t=t, m=m: r.metrics.get(t, {}).get(m)))
-    signed = "{:+.2f}".format
+    signed = lambda v: f"{v:+.2f}".replace("-0.00", "+0.00")  # noqa: E731 - a zero by construction prints as +0
     cols += [Column("Δm % ↑", True, lambda r: r.dm_single, signed), Column("Δm vs EW % ↑", True, lambda r: r.dm_ew, signed)]
     if any(r.cost for r in rows):
         cols += [Column("params M", None, lambda r: _scaled(r.cost.get("parameters"), 1e-6), "{:.3f}".format, False),
