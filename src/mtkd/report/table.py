@@ -52,9 +52,14 @@ def stat(values: list[float]) -> Stat:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
-def mean_metrics(group: MethodRuns) -> dict[str, dict[str, float]]:
-    return {t: {m: stat([r.results["test"][t][m] for r in group.runs])[0] for m in group.runs[0].results["test"][t]}
+def metric_stats(group: MethodRuns) -> dict[str, dict[str, Stat]]:
+    """Every test metric of every task of a method, as mean and std over its seeds."""
+    return {t: {m: stat([r.results["test"][t][m] for r in group.runs]) for m in group.runs[0].results["test"][t]}
             for t in group.tasks}
+
+
+def mean_metrics(group: MethodRuns) -> dict[str, dict[str, float]]:
+    return {t: {m: s[0] for m, s in ms.items()} for t, ms in metric_stats(group).items()}
 
 
 def single_task_baseline(groups: list[MethodRuns]) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
@@ -111,8 +116,7 @@ def build_rows(groups: list[MethodRuns], costs: dict[str, dict[str, float]] | No
         return (1 if is_equal_weight(g) else 2), 0
 
     for g in sorted(groups, key=place):
-        metrics = {t: {m: stat([r.results["test"][t][m] for r in g.runs]) for m in g.runs[0].results["test"][t]}
-                   for t in g.tasks}
+        metrics = metric_stats(g)
         ew = equal_weight_reference(g, groups)
         rows.append(Row(
             g.label, len(g.runs), g.tasks, metrics, delta_stat(g, base, notes),
