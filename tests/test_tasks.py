@@ -71,3 +71,30 @@ def test_saliency_loss_and_parts_follow_their_masks():
     metric.update(torch.full((1, 1, 2, 2), 5.0), torch.ones(1, 1, 2, 2))  # logits: sigmoid applied inside
     assert metric.compute()["maxF"] == pytest.approx(100.0)
     assert get_task("parts").metrics(7).num_classes == 7
+
+
+def test_deep_supervision_folds_aux_terms_into_the_task_loss():
+    """L(pred) + w·Σ L(up(aux)): an aux equal to the final prediction adds w·L; a coarse aux is upsampled to the
+    target and receives gradient; no aux (or w = 0) is the plain loss."""
+    import torch.nn.functional as F
+
+    from mtkd.tasks import TASKS, supervised_loss
+
+    torch.manual_seed(0)
+    spec = TASKS["semseg"]
+    pred = torch.randn(2, 5, 8, 8)
+    target = torch.randint(-1, 5, (2, 8, 8))
+    plain = spec.loss(pred, target)
+    assert torch.equal(supervised_loss(spec, pred, target), plain)
+    assert torch.allclose(supervised_loss(spec, pred, target, [pred.clone()], aux_weight=0.4), 1.4 * plain)
+    coarse = torch.randn(2, 5, 4, 4, requires_grad=True)
+    assert torch.equal(supervised_loss(spec, pred, target, [coarse], aux_weight=0.0), plain)
+    total = supervised_loss(spec, pred, target, [coarse], aux_weight=1.0)
+    # the coarse term by hand: bilinear upsampling of a constant map is that constant
+    const = torch.zeros(2, 5, 4, 4)
+    const[:, 2] = 3.0
+    by_hand = F.cross_entropy(const[:, :, :1, :1].expand(2, 5, 8, 8), target.clamp(min=0), reduction="none")
+    assert torch.allclose(supervised_loss(spec, pred, target, [const]) - plain,
+                          by_hand[target >= 0].mean(), atol=1e-6)
+    total.backward()
+    assert coarse.grad is not None and coarse.grad.abs().sum() > 0

@@ -44,7 +44,10 @@ DEFAULTS: dict[str, Any] = {
         "decoder_channels": 64,
         "pretrained": False,
     },
-    "loss": {"edge_pos_weight": 0.95},
+    "loss": {
+        "edge_pos_weight": 0.95,
+        "aux_weight": 1.0,  # weight of deep-supervision terms (models with initial predictions: PAD-Net, MTI-Net, ...)
+    },
     "weighting": {"name": "ew", "options": {}},
     "distill": {
         "name": "none",  # none | kd4mtl | kd | prediction | dist | cwd | fitnet

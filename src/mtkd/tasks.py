@@ -6,7 +6,7 @@ invalid target) contributes nothing, and a batch with no valid pixel gives a zer
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -115,6 +115,25 @@ TASKS: dict[str, TaskSpec] = {
     "sal": TaskSpec("sal", saliency_loss, _saliency_metrics, "maxF"),
     "parts": TaskSpec("parts", semseg_loss, _semseg_metrics, "mIoU"),  # human parts: CE, mIoU
 }
+
+
+def supervised_loss(spec: TaskSpec, pred: Tensor, target: Tensor, aux: Sequence[Tensor] = (),
+                    aux_weight: float = 1.0) -> Tensor:
+    """One task's training loss with deep supervision folded in: ``L(pred) + aux_weight · Σ_k L(up(aux_k))``.
+
+    Each auxiliary prediction (a model's initial or per-scale predictions, ``Output.aux``) is upsampled bilinearly
+    to the target's H×W and scored with the task's own masked loss — as the reference codebases (MTI-Net's and
+    ATRC's) upsample their intermediate predictions to the label size rather than downsampling labels. The weighting
+    sees this one loss per task, so every weighting and distiller works unchanged; metrics read ``pred`` only.
+    ``aux_weight`` (``loss.aux_weight``, default 1: the reference codebases sum the terms unweighted).
+    """
+    loss = spec.loss(pred, target)
+    size = target.shape[-2:]
+    for a in aux:
+        if a.shape[-2:] != size:
+            a = F.interpolate(a, size=size, mode="bilinear", align_corners=False)
+        loss = loss + aux_weight * spec.loss(a, target)
+    return loss
 
 
 def get_task(name: str, edge_pos_weight: float = 0.95) -> TaskSpec:

@@ -20,7 +20,7 @@ from mtkd.distill import build_distiller, needs_teachers
 from mtkd.distill.teachers import TeacherSet
 from mtkd.errors import MtkdError
 from mtkd.models import build_model_from_config
-from mtkd.tasks import get_task
+from mtkd.tasks import get_task, supervised_loss
 
 
 class MultiTaskModule(L.LightningModule):
@@ -85,7 +85,9 @@ class MultiTaskModule(L.LightningModule):
         return self.model(image)
 
     def task_losses(self, out, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {t: self.specs[t].loss(out.preds[t], batch[t]) for t in self.tasks}
+        """One loss per task, deep-supervision terms (``out.aux``) folded in (``mtkd.tasks.supervised_loss``)."""
+        w = self.config["loss"].get("aux_weight", 1.0)
+        return {t: supervised_loss(self.specs[t], out.preds[t], batch[t], out.aux.get(t, ()), w) for t in self.tasks}
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         optimizer = self.optimizers()

@@ -14,6 +14,7 @@ A single-task model is the same class with one task. ``shared_parameters`` (back
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import torch
@@ -46,8 +47,18 @@ def check_image(image) -> None:
 
 
 class Output(NamedTuple):
+    """What every model returns.
+
+    ``preds``: the final prediction per task at the input's H×W (metrics and distillers read these).
+    ``features``: named taps (``stage1``.., ``shared``, ``head.<task>``, ...) for feature distillers.
+    ``aux``: deep supervision — per task, the auxiliary predictions of models that predict twice or more (PAD-Net,
+    MTI-Net, ATRC, InvPT: initial predictions, per scale); any resolution, scored by the task's own loss after an
+    upsampling to the target (``mtkd.tasks.supervised_loss``). Empty for models without deep supervision.
+    """
+
     preds: dict[str, torch.Tensor]
     features: dict[str, torch.Tensor]
+    aux: Mapping[str, tuple[torch.Tensor, ...]] = MappingProxyType({})
 
 
 class MultiTaskModel(nn.Module):
