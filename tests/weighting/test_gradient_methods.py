@@ -194,12 +194,74 @@ def test_nashmtl_normalize_and_clip():
     G = mats()[3]
     M = G @ G.T
     s = np.linalg.norm(M)
-    w = W.get("nashmtl", max_norm=0)
+    w = W.get("nashmtl", normalize=True, max_norm=0)
     w.combine(t(G))
     a = w.last_weights.double().numpy()
     np.testing.assert_allclose((M / s) @ a, 1 / a, rtol=1e-6)
     w = W.get("nashmtl", max_norm=0.1)
     assert np.linalg.norm(w.combine(t(G)).numpy()) <= 0.1 + 1e-6
+
+
+def _authors_constraint_solution(M):
+    """The authors' program: ‖M‖_F-normalised G in the objective, the factor multiplied back into every constraint
+    (α_t·s·((M/s)α)_t ≥ 1), solved here to the equality its optimum attains, with SciPy's generic root finder."""
+    from scipy.optimize import fsolve
+
+    s = np.linalg.norm(M)
+    Mn = M / s
+    return fsolve(lambda a: a * s * (Mn @ a) - 1, 1 / np.sqrt(np.diag(M)), xtol=1e-12)
+
+
+@pytest.mark.parametrize("T", [2, 3, 4])
+@pytest.mark.parametrize("ratio", [1.0, 1e2, 1e4, 1e5, 1e6])
+def test_nashmtl_residual_at_unequal_scales(T, ratio):
+    """(GGᵀα)_t = 1/α_t to 1e-6 (relative) when task gradient norms differ by up to 1e6, and the direction agrees
+    with SciPy's float64 root of the authors' (normalised, factor restored) constraints."""
+    rng = np.random.default_rng(int(ratio) % 97 + T)
+    G = rng.normal(size=(T, 40))
+    G[0] *= ratio
+    if T > 2:
+        G[-1] /= np.sqrt(ratio)
+    M = G @ G.T
+    w = W.get("nashmtl", max_norm=0)
+    d = w.combine(t(G)).numpy()
+    a = w.last_weights.double().numpy()
+    assert (a > 0).all()
+    assert np.abs(a * (M @ a) - 1).max() < 1e-6
+    assert np.linalg.norm(M @ a - 1 / a) / np.linalg.norm(1 / a) < 1e-6
+    ref = _authors_constraint_solution(M)
+    assert np.abs(ref * (M @ ref) - 1).max() < 1e-8  # the reference itself converged
+    np.testing.assert_allclose(a, ref, rtol=1e-6)
+    np.testing.assert_allclose(d, ref @ G, rtol=1e-6, atol=1e-9 * np.abs(ref @ G).max())
+
+
+def test_nashmtl_default_is_authors_scale():
+    """Default normalize=False: the authors' constraints restore ‖M‖_F, so ‖d‖² = αᵀMα = T at any gradient scale."""
+    G = RNG.normal(size=(3, 9)) * 1e3
+    w = W.get("nashmtl", max_norm=0)
+    d = w.combine(t(G)).numpy()
+    np.testing.assert_allclose(d @ d, 3.0, rtol=1e-8)
+    np.testing.assert_allclose(w.last_weights.numpy(), _authors_constraint_solution(G @ G.T), rtol=1e-6)
+
+
+def test_nashmtl_zero_gradient_task_and_opposite_gradients():
+    G = np.array([[1.0, 2.0, 0.0], [0.0, 0.0, 0.0], [0.5, -1.0, 3.0]])
+    w = W.get("nashmtl", max_norm=0)
+    w.combine(t(G))
+    a = w.last_weights.numpy()
+    assert a[1] == 0 and (a[[0, 2]] > 0).all()
+    M = G @ G.T
+    np.testing.assert_allclose((a * (M @ a))[[0, 2]], 1, atol=1e-9)
+    # exactly opposite gradients: no solution exists; finite weights, a (near) zero direction
+    w.combine(t(np.array([[1.0, 2.0], [-1.0, -2.0]])))
+    assert torch.isfinite(w.last_weights).all()
+
+
+def test_nashmtl_update_weights_every_refused_when_not_positive():
+    from mtkd.errors import MtkdError
+
+    with pytest.raises(MtkdError, match="update_weights_every"):
+        W.get("nashmtl", update_weights_every=0)
 
 
 # ---------------------------------------------------------------- GradDrop

@@ -142,3 +142,39 @@ def test_loss_scaling_backward_fn_scales_everything(rep_grad):
     ref_shared, ref_heads = expected_grads("mgda", {}, x, y, rep_grad=rep_grad)
     for p, r in zip(shared_params(model), ref_shared):
         torch.testing.assert_close(p.grad, 8.0 * r)
+
+
+def test_nashmtl_update_weights_every_holds_alpha_between_recomputations():
+    """k = 3: α from step 0's gradients is reused at steps 1 and 2 (shared gradient Σ_t α_t g_t of *those* steps'
+    gradients, by autograd here; heads plain, no per-task gradients taken), recomputed at step 3."""
+    model = make_model()
+    sp = shared_params(model)
+    heads = [p for h in model.heads.values() for p in h.parameters()]
+    w = W.get("nashmtl", tasks=TASKS, update_weights_every=3)
+    held = None
+    for step in range(4):
+        x, y = make_batch(seed=10 + step)
+        for p in model.parameters():
+            p.grad = None
+        L, extra, rep = losses_of(model, x, y)
+        G = torch.stack([torch.cat([g.reshape(-1) for g in torch.autograd.grad(L[t], sp, retain_graph=True)])
+                         for t in TASKS])
+        ref_heads = torch.autograd.grad(sum(L.values()) + extra, heads, retain_graph=True)
+        ref_extra = torch.cat([g.reshape(-1) for g in torch.autograd.grad(extra, sp, retain_graph=True)])
+        calls = []
+        w.backward(L, extra=extra, shared_params=sp, backward_fn=lambda t: (calls.append(1), t.backward()))
+        a = w.last_weights.double()
+        if step % 3 == 0:
+            assert held is None or not torch.allclose(a, held)
+            held = a.clone()
+        else:
+            torch.testing.assert_close(a, held)
+        got = torch.cat([p.grad.reshape(-1) for p in sp])
+        torch.testing.assert_close(got, held @ G + ref_extra, rtol=1e-9, atol=1e-12)
+        for g, r in zip([p.grad for p in heads], ref_heads):
+            torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-12)
+        assert len(calls) == 1
+    # the counter and the held α travel in the state dict
+    w2 = W.get("nashmtl", tasks=TASKS, update_weights_every=3)
+    w2.load_state_dict(w.state_dict())
+    assert w2._step == 4 and torch.equal(w2._held, w._held)
