@@ -210,6 +210,11 @@ class GradientWeighting(Weighting):
         """Map the T×D matrix of per-task gradients to the D-vector update direction."""
         raise NotImplementedError
 
+    def held_weights(self) -> Tensor | None:
+        """Weights α (T,) to reuse at this step instead of computing per-task gradients (then the shared gradient is
+        Σ_t α_t g_t); None (default) computes them. Nash-MTL's ``update_weights_every`` uses it."""
+        return None
+
     def backward(self, losses, *, extra=None, shared_params=(), rep=None, backward_fn=_default_backward):
         from mtkd.weighting.plumbing import gradient_backward
 
