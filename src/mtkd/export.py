@@ -25,10 +25,12 @@ from rich.console import Console
 from torch import nn
 
 import mtkd
+from mtkd.atomic import atomic_path, write_atomic
 from mtkd.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from mtkd.engine.checkpoint_io import load_model
 from mtkd.errors import MtkdError
-from mtkd.predict import class_names, training_size, write_atomic
+from mtkd.paths import output_folder
+from mtkd.predict import class_names, training_size
 
 FORMATS = ("safetensors", "onnx")
 ONNX_RTOL = 1e-4
@@ -48,10 +50,10 @@ class TaskOutputs(nn.Module):
         return tuple(preds[t] for t in self.model.tasks)
 
 
-def model_card(model: nn.Module, config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+def model_card(model: nn.Module, config: dict[str, Any], run_dir: Path | None) -> dict[str, Any]:
     """What a user of the exported file needs to know (see the module docstring)."""
-    results = run_dir / "results.json"
-    test = json.loads(results.read_text()).get("test") if results.is_file() else None
+    results = run_dir / "results.json" if run_dir is not None else None
+    test = json.loads(results.read_text()).get("test") if results is not None and results.is_file() else None
     size = training_size(config)
     return {
         "name": config.get("name"), "mtkd_version": mtkd.__version__,
@@ -102,16 +104,16 @@ def _check_onnx_packages() -> None:
 
 def save_onnx(model: nn.Module, path: Path, size: tuple[int, int]) -> None:
     """``model.onnx`` through the ``torch.export`` exporter: input ``image`` with a dynamic batch, outputs by task."""
-    tmp = path.with_name(path.name + ".tmp")
     example = torch.zeros(2, 3, *size)
     try:
-        torch.onnx.export(TaskOutputs(model).eval(), (example,), str(tmp), input_names=["image"],
-                          output_names=list(model.tasks), dynamic_shapes={"image": {0: torch.export.Dim("batch")}},
-                          dynamo=True, external_data=False, verbose=False)
+        with atomic_path(path) as tmp:
+            torch.onnx.export(TaskOutputs(model).eval(), (example,), str(tmp), input_names=["image"],
+                              output_names=list(model.tasks),
+                              dynamic_shapes={"image": {0: torch.export.Dim("batch")}}, dynamo=True,
+                              external_data=False, verbose=False)
     except Exception as err:  # noqa: BLE001 - the exporter's failures are many types; report one line
-        tmp.unlink(missing_ok=True)
-        raise MtkdError(f"ONNX export failed: {type(err).__name__}: {str(err).splitlines()[0]}") from None
-    os.replace(tmp, path)
+        reason = str(err).splitlines()[0] if str(err).strip() else "no message"
+        raise MtkdError(f"ONNX export failed: {type(err).__name__}: {reason}") from None
 
 
 def check_onnx(model: nn.Module, path: Path, size: tuple[int, int]) -> dict[str, float] | None:
@@ -132,17 +134,28 @@ def check_onnx(model: nn.Module, path: Path, size: tuple[int, int]) -> dict[str,
     return {"max_abs_diff": diff, "tolerance": tolerance}
 
 
+def run_folder_of(checkpoint: str | os.PathLike) -> Path | None:
+    """The run folder of ``<run>/checkpoints/<file>.ckpt``; None for a checkpoint elsewhere (a loose file)."""
+    path = Path(checkpoint).resolve()
+    return path.parent.parent if path.parent.name == "checkpoints" else None
+
+
 def export(checkpoint: str | os.PathLike, fmt: str = "safetensors", out: str | os.PathLike | None = None) -> Path:
-    """Export the student of ``checkpoint`` as ``fmt`` into ``out`` (default ``<run>/export``); returns the file."""
+    """Export the student of ``checkpoint`` as ``fmt`` into ``out``; returns the file. The default is
+    ``<run>/export`` for a checkpoint in a run folder, ``<stem>-export/`` beside a loose checkpoint (never above
+    it)."""
     if fmt not in FORMATS:
         raise MtkdError(f"export format {fmt!r}: must be one of {', '.join(FORMATS)}")
     if fmt == "onnx":
         _check_onnx_packages()
     model, config = load_model(checkpoint)
     model.eval()
-    run_dir = Path(checkpoint).resolve().parent.parent
-    out = Path(out) if out is not None else run_dir / "export"
-    out.mkdir(parents=True, exist_ok=True)
+    run_dir = run_folder_of(checkpoint)
+    what = "export folder" if out is None else "--out"
+    if out is None:  # a loose checkpoint: <stem>-export beside it
+        ckpt = Path(checkpoint).resolve()
+        out = run_dir / "export" if run_dir is not None else ckpt.with_name(f"{ckpt.stem}-export")
+    out = output_folder(out, what)
     card = model_card(model, config, run_dir)
     if fmt == "safetensors":
         path = out / "model.safetensors"

@@ -20,9 +20,8 @@ at the original size; a second image with the same stem goes to ``<stem>-2``. Cl
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,23 +30,17 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from rich.console import Console
 from rich.progress import Progress
 
+from mtkd.atomic import write_atomic
 from mtkd.data.datamodule import MultiTaskDataModule
 from mtkd.data.folder import DEFAULT_FOLDERS, dataset_info
 from mtkd.data.input_size import input_size
 from mtkd.data.transforms import Normalize
 from mtkd.engine.checkpoint_io import load_model
 from mtkd.errors import MtkdError
+from mtkd.paths import inside, output_folder
 from mtkd.visualize import CLASS_TASKS, add_legend, colorize, to_prediction
 
 STRIDE = 32
-
-
-def write_atomic(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
-    """``write(file)`` into ``<path>.tmp``, then ``os.replace`` it: an interrupted run never leaves a torn file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-    os.replace(tmp, path)
 
 
 def training_size(config: dict[str, Any]) -> tuple[int, int] | None:
@@ -162,19 +155,20 @@ def predict(checkpoint: str | os.PathLike, images: list[str], out: str | os.Path
     if not files:
         raise MtkdError(f"no image files in {', '.join(map(str, images))}")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    used = {f"legend_{task}.png" for task in names}  # every output folder named and checked before any write
+    targets = [inside(out, _unique(path.stem, used), f"image {path}: its output folder") for path in files]
+    output_folder(out, "--out")
     for task, task_names in names.items():
         save_legend(out / f"legend_{task}.png", task_names)
     console = Console(stderr=True)
     folders: list[Path] = []
-    used: set[str] = set()
     with Progress(console=console) as progress:
         bar = progress.add_task("predict", total=len(files))
         for start in range(0, len(files), batch_size):
             loaded = []
-            for path in files[start:start + batch_size]:
+            for path, target in zip(files[start:start + batch_size], targets[start:start + batch_size]):
                 try:
-                    loaded.append((out / _unique(path.stem, used), read_image(path)))
+                    loaded.append((target, read_image(path)))
                 except MtkdError as err:
                     progress.console.print(f"mtkd: warning: skipped {err}", markup=False, highlight=False,
                                            soft_wrap=True)

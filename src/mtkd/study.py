@@ -263,7 +263,7 @@ def run_status(run: PlannedRun) -> str:
 
 
 def write_index(study: Study, records: list[dict[str, Any]]) -> None:
-    from mtkd.engine.run import write_json
+    from mtkd.atomic import write_json
 
     study.out.mkdir(parents=True, exist_ok=True)
     write_json(study.out / "study.json", {"name": study.name, "study": study.source, "runs": records})

@@ -4,7 +4,7 @@
 Every converter builds a :class:`Plan` (split -> sample ids, a loader for one sample, meta) and hands it to
 :func:`run_plan`, which owns the on-disk contract:
 
-- each ``{out}/{split}/{folder}/{i}.npy`` is written atomically (``.tmp`` then ``os.replace``);
+- each ``{out}/{split}/{folder}/{i}.npy`` is written atomically (:mod:`mtkd.atomic`);
 - sample i counts as done when every folder of the split holds ``{i}.npy``; a rerun skips done samples, so a
   conversion killed mid-way resumes where it stopped;
 - the options of a run are recorded in ``{out}/.convert.json`` first; a rerun with different options is refused
@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from mtkd.atomic import write_atomic, write_text
 from mtkd.errors import MtkdError
 from mtkd.registry import suggest
 
@@ -47,16 +48,11 @@ class Plan:
 
 
 def _save_atomic(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, arr)
-    os.replace(tmp, path)
+    write_atomic(path, lambda f: np.save(f, arr))
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def _done(out: Path, split: str, folders: Sequence[str], i: int) -> bool:

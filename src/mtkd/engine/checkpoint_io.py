@@ -1,15 +1,20 @@
-"""Atomic checkpoints: write ``<path>.tmp`` then ``os.replace`` it, so a killed run never leaves a torn file."""
+"""Atomic checkpoints (:mod:`mtkd.atomic`: a temporary file beside it, fsynced, then ``os.replace``), so a killed
+run never leaves a torn file; loading with ``weights_only=True``."""
 
 from __future__ import annotations
 
 import os
+import pickle
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from mtkd.errors import MtkdError
+from mtkd.atomic import atomic_path
+from mtkd.errors import MtkdError, first_line
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -18,9 +23,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(checkpoint, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         return load_checkpoint(path, map_location or "cpu")
@@ -31,10 +35,37 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     path = Path(path)
     if not path.is_file():
         raise MtkdError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise MtkdError(f"checkpoint {path} is empty (0 bytes): its write was cut short; use another checkpoint")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means "not an mtkd checkpoint"
-        raise MtkdError(f"cannot read checkpoint {path}: {type(err).__name__}: {str(err).splitlines()[0]}") from None
+        with warnings.catch_warnings():  # torch warns about pickle protocols on stderr: the one line below says it
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:  # torch's message advises weights_only=False: never the right advice here
+        raise MtkdError(f"cannot read checkpoint {path}: not a torch checkpoint, or one holding Python objects "
+                        "beyond tensors and plain data (mtkd never unpickles those)") from None
+    except Exception as err:  # noqa: BLE001 - any other failure means a corrupt or foreign file
+        raise MtkdError(f"cannot read checkpoint {path}: corrupt or not a torch checkpoint "
+                        f"({type(err).__name__}: {first_line(err).split('. ')[0]})") from None
+
+
+def state_dict_mismatch(err: BaseException, shown: int = 4) -> str:
+    """torch's ``load_state_dict`` error as one line that names the keys: missing, unexpected, wrong shapes."""
+    parts = []
+    for line in str(err).splitlines()[1:] or [first_line(err)]:
+        line = line.strip().rstrip(".")
+        if not line:
+            continue
+        head, _, rest = line.partition(": ")
+        keys = re.findall(r'"([^"]+)"', rest)
+        if keys:
+            more = f" (+{len(keys) - shown} more)" if len(keys) > shown else ""
+            line = f"{head.lower()}: {', '.join(keys[:shown])}{more}"
+        parts.append(line)
+    sizes = [p for p in parts if p.startswith("size mismatch")]
+    if len(sizes) > 2:
+        parts = [p for p in parts if not p.startswith("size mismatch")] + sizes[:2] + [f"+{len(sizes) - 2} more size mismatches"]
+    return "; ".join(parts) or first_line(err)
 
 
 def read_training_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -57,5 +88,5 @@ def load_model(path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
     try:
         model.load_state_dict(weights)
     except RuntimeError as err:
-        raise MtkdError(f"{path} does not match its own model config: {str(err).splitlines()[0]}") from None
+        raise MtkdError(f"{path} does not match its own model config: {state_dict_mismatch(err)}") from None
     return model, config

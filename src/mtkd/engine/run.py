@@ -1,16 +1,16 @@
 """One training run: the run folder, the Lightning trainer, model selection on validation, one test at the end.
 
-``runs/<name>/`` holds ``config.yaml`` (resolved), ``checkpoints/{best,last}.ckpt``, ``logs/`` (CSV, and
+``runs/<name>/`` holds ``.mtkd-run.json`` (the manifest, written first), ``.mtkd.lock`` while a process
+trains in it, ``config.yaml`` (resolved), ``checkpoints/{best,last}.ckpt``, ``logs/`` (CSV, and
 TensorBoard when installed) and ``results.json`` (test metrics, config, versions, seed, wall time, parameters).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import platform
-import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,41 +21,82 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
 import mtkd
+from mtkd.atomic import write_json, write_text
 from mtkd.config import to_dict
 from mtkd.data.datamodule import MultiTaskDataModule
 from mtkd.engine.checkpoint_io import AtomicCheckpointIO, load_checkpoint
 from mtkd.engine.module import MultiTaskModule
 from mtkd.errors import MtkdError
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+from mtkd.lock import LOCK, FolderLock
+from mtkd.paths import inside, output_folder
 
 
 def build_datamodule(cfg: dict[str, Any]) -> MultiTaskDataModule:
     return MultiTaskDataModule(**cfg["data"])
 
 
-def prepare_run_dir(cfg: DictConfig) -> tuple[Path, Path | None]:
-    """Create ``out_dir/name``; an existing run is refused unless ``resume=true`` (then its last checkpoint)."""
-    run_dir = Path(cfg.out_dir) / str(cfg.name)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not cfg.resume:
-            raise MtkdError(f"run folder {run_dir} already exists: pass resume=true to continue it, or another name=")
-        if (run_dir / "results.json").exists():
-            raise MtkdError(f"run {run_dir} is already finished (results.json exists)")
-        if not last.exists():
-            shutil.rmtree(run_dir)  # nothing to resume from: start clean
-            last = None
-    else:
-        last = None
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-    return run_dir, last
+MANIFEST = ".mtkd-run.json"  # written first into every run folder mtkd creates: the mark that it may write there
+MTKD_FILES = {"config.yaml", "checkpoints", "logs", "tensorboard", "results.json", "export", "cost.json", MANIFEST,
+              LOCK}
+
+
+def run_folder(cfg: DictConfig | dict[str, Any]) -> Path:
+    """``out_dir/name``, the name checked to stay inside ``out_dir``."""
+    return inside(cfg["out_dir"], str(cfg["name"]), "run name")
+
+
+def run_state(run_dir: Path) -> str:
+    """What ``run_dir`` holds: ``new`` (absent or empty), ``finished`` (results.json), ``resumable`` (a last
+    checkpoint), ``unstarted`` (an mtkd run that stopped before its first checkpoint: nothing to keep); a folder
+    mtkd did not make is refused. A run folder from before manifests (only mtkd's own files) counts as mtkd's."""
+    if not run_dir.exists():
+        return "new"
+    if not run_dir.is_dir():
+        raise MtkdError(f"run folder {run_dir} is an existing file: choose another name= or out_dir=")
+    entries = {p.name for p in run_dir.iterdir()} - {LOCK}
+    if not entries:
+        return "new"
+    if MANIFEST not in entries and not ("config.yaml" in entries and entries <= MTKD_FILES):
+        raise MtkdError(f"{run_dir} exists and is not an mtkd run folder (no {MANIFEST}); mtkd never writes into "
+                        "it: choose another name= or out_dir=")
+    if "results.json" in entries:
+        return "finished"
+    return "resumable" if (run_dir / "checkpoints" / "last.ckpt").is_file() else "unstarted"
+
+
+def _check_state(run_dir: Path, state: str, resume: bool) -> None:
+    if state == "finished":
+        raise MtkdError(f"run {run_dir} is already finished (results.json exists): choose another name=")
+    if state == "resumable" and not resume:
+        raise MtkdError(f"run folder {run_dir} already exists: pass resume=true to continue it, or another name=")
+
+
+def _rank_zero() -> bool:
+    """Whether this is the process that owns the run folder (a DDP child re-running the command is not)."""
+    return all(int(os.environ.get(k, 0) or 0) == 0 for k in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
+def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> Path | None:
+    """Check ``run_dir`` again (under its lock), mark it as a run folder, write ``config.yaml``; returns the
+    checkpoint to resume from. Nothing is ever deleted: an unstarted run (no checkpoint) starts over in place."""
+    state = run_state(run_dir)
+    _check_state(run_dir, state, bool(cfg.resume))
+    if not (run_dir / MANIFEST).is_file():
+        write_json(run_dir / MANIFEST, {"mtkd": mtkd.__version__, "kind": "run", "name": str(cfg.name),
+                                        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
+    return run_dir / "checkpoints" / "last.ckpt" if state == "resumable" else None
+
+
+def _interruptible(trainer: L.Trainer, call: Callable[[], Any]) -> Any:
+    """``call()``; Lightning turns Ctrl-C into ``SystemExit(1)`` after its graceful shutdown: raise
+    ``KeyboardInterrupt`` again, so the CLI says how to resume and exits 130."""
+    try:
+        return call()
+    except SystemExit:
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
 
 
 def make_trainer(cfg: dict[str, Any], run_dir: Path, callbacks: list[Any] = ()) -> L.Trainer:
@@ -132,18 +173,30 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Train, select the best epoch on validation, test it once, write ``results.json``; returns the results."""
     plain = to_dict(cfg)
     check_names(plain)
+    run_dir = run_folder(cfg)
+    if not _rank_zero():  # rank 0 checked, marked and locked the folder
+        last = run_dir / "checkpoints" / "last.ckpt"
+        return _train(cfg, plain, run_dir, last if cfg.resume and last.is_file() else None)
+    _check_state(run_dir, run_state(run_dir), bool(cfg.resume))  # refused before anything is written
+    output_folder(run_dir, "run folder")
+    with FolderLock(run_dir, "run folder"):
+        return _train(cfg, plain, run_dir, prepare_run_dir(cfg, run_dir))
+
+
+def _train(cfg: DictConfig, plain: dict[str, Any], run_dir: Path, resume_from: Path | None) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    run_dir, resume_from = prepare_run_dir(cfg)
     dm = build_datamodule(plain)
     dm.prepare_data()
     dm.setup("fit")
     module = MultiTaskModule(plain, dm.task_channels)
     trainer = make_trainer(plain, run_dir, module.distiller.callbacks() if module.distiller is not None else [])
     start = time.time()
-    trainer.fit(module, datamodule=dm, ckpt_path=str(resume_from) if resume_from else None)
+    _interruptible(trainer, lambda: trainer.fit(module, datamodule=dm,
+                                                ckpt_path=str(resume_from) if resume_from else None))
     wall = time.time() - start
     best = Path(trainer.checkpoint_callback.best_model_path or run_dir / "checkpoints" / "last.ckpt")
-    tested = trainer.test(module, datamodule=dm, ckpt_path=str(best), verbose=False)[0]
+    tested = _interruptible(trainer, lambda: trainer.test(module, datamodule=dm, ckpt_path=str(best),
+                                                          verbose=False))[0]
     last = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")  # the trainer's own counters are not sent back
     # from spawned processes (ddp_spawn), the checkpoint's are
     results = {

@@ -71,7 +71,7 @@ def run_cost(run_dir: Path, config: dict[str, Any], repeats: int = 20) -> dict[s
     model, _ = load_model(run_checkpoint(run_dir))
     cost = {**model_cost(model, tuple(size), repeats), "input": size, "version": COST_VERSION,
             "device": f"cpu, 1 thread, torch {torch.__version__}"}
-    from mtkd.engine.run import write_json
+    from mtkd.atomic import write_json
 
     write_json(cache, cost)
     return cost

@@ -31,7 +31,8 @@ from mtkd.data.datamodule import MultiTaskDataModule
 from mtkd.data.transforms import Normalize
 from mtkd.engine.checkpoint_io import load_model
 from mtkd.errors import MtkdError
-from mtkd.predict import class_names, write_atomic
+from mtkd.atomic import write_atomic
+from mtkd.predict import class_names
 from mtkd.visualize import CLASS_TASKS, DEPTH_CMAP, add_legend, colorize, depth_range, to_prediction
 
 SPLITS = ("val", "test")
