@@ -1,0 +1,40 @@
+"""DualProj, projection of the averaged gradient onto the dual cone (Quinton & Rey, 2024, "Jacobian descent for
+multi-objective optimization", arXiv 2406.16232, §3 and Appendix on alternative aggregators, A_DualProj).
+
+The preference-weighted mean gradient Jᵀp (the paper: p = 1/T) is projected onto the dual cone
+{x : Jx ≥ 0} of the task gradients:
+
+    d = π_J(Jᵀp) = Jᵀ v,    v = argmin_{v ≥ p} vᵀ(JJᵀ)v       (Proposition 1),
+
+one QP on the T×T Gram matrix (:mod:`mtkd.weighting.dualcone`, shared with UPGrad). Like UPGrad it never conflicts
+with a task (⟨g_t, d⟩ ≥ 0) and equals the mean gradient when that conflicts with none; unlike UPGrad it projects once,
+after averaging, so it is not "weighted" per task. Logged weights: α = v (α_t ≥ p_t), mean scale.
+``rep_grad=True`` applies it to the representation gradients (not in the paper).
+
+Peer: TorchJD's ``DualProj`` (quadprog, trace-normalised Gram + 1e-4·I: ``reg_eps`` = 1e-4 reproduces it); mtkd's
+default is the exact projection.
+
+Options: ``pref`` = None (uniform 1/T), ``reg_eps`` = 0.0.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from mtkd.weighting.base import WEIGHTINGS, GramWeighting
+from mtkd.weighting.dualcone import check_reg_eps, preference, project_weights
+
+
+@WEIGHTINGS.register("dualproj")
+class DualProj(GramWeighting):
+    name = "dualproj"
+    supports_rep_grad = True
+    defaults = {"pref": None, "reg_eps": 0.0}
+
+    def __init__(self, tasks=(), **options):
+        super().__init__(tasks, **options)
+        check_reg_eps(self)
+
+    def alpha(self, gram: Tensor, losses: Tensor | None) -> Tensor:
+        p = preference(self, gram.shape[0])
+        return project_weights(gram, p[None, :], float(self.opts["reg_eps"]))[0]
