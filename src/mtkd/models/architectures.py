@@ -42,9 +42,10 @@ def build_model_from_config(model_cfg: Mapping[str, Any], task_channels: Mapping
     Callers that load weights afterwards pass ``pretrained: false`` so nothing is downloaded or read twice.
     """
     m = {**DEFAULTS["model"], **dict(model_cfg)}
+    arch_options = dict(m.get("arch_options") or {})  # the architecture's own options (e.g. ATRC's context preset)
     return build_model(m["arch"], m["backbone"], {t: int(c) for t, c in task_channels.items()}, head=m["head"],
                        decoder_channels=m["decoder_channels"], pretrained=m["pretrained"],
-                       head_options=m["head_options"], backbone_options=m["backbone_options"])
+                       head_options=m["head_options"], backbone_options=m["backbone_options"], **arch_options)
 
 
 __all__ = ["ARCHITECTURES", "build_model", "build_model_from_config"]
