@@ -5,29 +5,13 @@ import io
 import json
 
 import pytest
-from omegaconf import OmegaConf
 
 from mtkd.cli import main
-from mtkd.config import load_config, to_dict
 from mtkd.errors import MtkdError
 from mtkd.report.build import build_report
 from mtkd.report.runs import find_runs, group_methods
 from mtkd.report.table import build_rows, csv_table, latex_table, markdown_table
-
-
-def make_run(root, name, test, seed=0, *overrides, minutes=1.0):
-    """A finished run folder as ``mtkd train`` leaves it (config.yaml + results.json), without checkpoints."""
-    tasks = list(test)
-    cfg = load_config(None, [f"data.tasks=[{','.join(tasks)}]", f"seed={seed}", f"name={name}",
-                             f"out_dir={root}", *overrides])
-    run = root / name
-    run.mkdir(parents=True)
-    (run / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-    results = {"name": name, "dataset": cfg.data.dataset, "tasks": tasks, "test": test, "seed": seed,
-               "wall_time_s": minutes * 60, "config": to_dict(cfg)}
-    (run / "results.json").write_text(json.dumps(results))
-    return run
-
+from mtkd.testing import finished_run as make_run
 
 SEG = {"single_semseg": {"semseg": {"mIoU": 40.0, "pAcc": 60.0}}}
 DEPTH = {"single_depth": {"depth": {"abs_err": 0.5, "rel_err": 0.2}}}
@@ -63,7 +47,7 @@ def test_table_text_and_delta_m_by_hand(runs):
     std = ((5 - 6.25) ** 2 + (7.5 - 6.25) ** 2) ** 0.5  # sample std of 5 and 7.5 = 1.77
     assert f"{std:.2f}" == "1.77"
     assert markdown_table(rows) == (
-        "| method | seeds | semseg mIoU ↑ | semseg pAcc ↑ | depth abs_err ↓ | depth rel_err ↓ | Δm % ↑ | Δm vs EW % ↑ "
+        "| method | seeds | semseg mIoU % ↑ | semseg pAcc % ↑ | depth abs_err ↓ | depth rel_err ↓ | Δm % ↑ | Δm vs EW % ↑ "
         "| train min |\n"
         "|---|---|---|---|---|---|---|---|---|\n"
         "| single_semseg | 1 | 40.00 | 60.00 | – | – | +0.00 | – | 1.0 |\n"
@@ -80,7 +64,7 @@ def test_delta_m_recomputes_from_the_tables_own_rows(runs):
     table = list(csv.DictReader(io.StringIO(csv_table(build_rows(groups)))))
     row = {r["method"]: r for r in table}
     ew = row["ew"]
-    semseg = ((float(ew["semseg mIoU ↑"]) - 40) / 40 + (float(ew["semseg pAcc ↑"]) - 60) / 60) / 2
+    semseg = ((float(ew["semseg mIoU % ↑"]) - 40) / 40 + (float(ew["semseg pAcc % ↑"]) - 60) / 60) / 2
     depth = (-(float(ew["depth abs_err ↓"]) - 0.5) / 0.5 - (float(ew["depth rel_err ↓"]) - 0.2) / 0.2) / 2
     assert float(ew["Δm % ↑"]) == pytest.approx(100 * (semseg + depth) / 2)
     assert float(ew["Δm % ↑ std"]) == pytest.approx(1.7678, abs=1e-4)

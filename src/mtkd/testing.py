@@ -16,6 +16,27 @@ def tiny_run_overrides(tmp: Path, *extra: str, n_train: int = 16, n_test: int = 
     ]
 
 
+def finished_run(root: Path, name: str, test: dict, seed: int = 0, *overrides: str, minutes: float = 1.0) -> Path:
+    """A finished run folder as ``mtkd train`` leaves it (config.yaml + results.json with ``test`` metrics), without
+    checkpoints: for report tests."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    from mtkd.config import load_config, to_dict
+
+    tasks = list(test)
+    cfg = load_config(None, [f"data.tasks=[{','.join(tasks)}]", f"seed={seed}", f"name={name}",
+                             f"out_dir={root}", *overrides])
+    run = Path(root) / name
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    results = {"name": name, "dataset": cfg.data.dataset, "tasks": tasks, "test": test, "seed": seed,
+               "wall_time_s": minutes * 60, "config": to_dict(cfg)}
+    (run / "results.json").write_text(json.dumps(results))
+    return run
+
+
 def fed(metric, preds, targets):
     """``metric`` after one ``update`` per NumPy batch of ``(preds, targets)``: a NumPy reference's counterpart."""
     import torch

@@ -108,6 +108,8 @@ def test_delta_m_bars_with_and_without_std(tmp_path):
     rows = [{"label": "okd", "dm": 2.5, "dm_std": 0.4, "n": 3}, {"label": "ew", "dm": -1.0, "dm_std": None, "n": 1},
             {"label": "uw", "dm": 0.3, "dm_std": math.nan, "n": 2}]
     assert written(delta_m_bars(rows, tmp_path)) == {"delta_m.png", "delta_m.pdf"}
+    rows[0]["ci"], rows[2]["ci"] = (1.2, 3.8), (-0.4, 1.0)  # 95 % intervals: one excludes 0, one does not
+    assert written(delta_m_bars(rows, tmp_path, "EW", "delta_m_ew")) == {"delta_m_ew.png", "delta_m_ew.pdf"}
 
 
 def test_tradeoff_skips_rows_without_cost(tmp_path):

@@ -14,6 +14,7 @@ from typing import Callable
 
 from mtkd.errors import MtkdError
 from mtkd.report import html as page
+from mtkd.report import significance
 from mtkd.report.cost import run_cost
 from mtkd.report.runs import MethodRuns, by_dataset, find_runs, group_methods
 from mtkd.report.table import (Row, build_rows, csv_table, equal_weight_reference, html_table, latex_table,
@@ -64,7 +65,28 @@ def caption(groups: list[MethodRuns], rows: list[Row], costs: dict[str, dict[str
     if devices:
         text.append(f"GFLOPs and latency: one image at the training size; latency on {', '.join(sorted(devices))}.")
     text.append("Bold: best per column (metrics and Δm).")
+    if any(r.ew_missing for r in rows):
+        text.append("–¹: no equal-weight model of this row's architecture and backbone other than the row itself "
+                    "(Cross-Stitch, MTAN, a larger teacher), so Δm vs EW is not defined.")
+    text.append(judged(rows))
     return " ".join(text)
+
+
+def judged(rows: list[Row]) -> str:
+    """The caption's sentence on significance: the markers, or why nothing can be judged with one seed."""
+    found = [c for r in rows for c in (*r.vs_single.values(), *r.vs_ew.values())]
+    if any(c.low is not None for c in found):
+        return ("† / ‡: the paired difference to the single-task models / to EW (seed k against seed k) has a 95 % "
+                "t-interval over seeds that excludes 0 (significance.csv lists every interval); unmarked "
+                "differences are not distinguishable from seed noise.")
+    spread = significance.pooled_sd([(r.dm_single[1], r.seeds) for r in rows if r.dm_single is not None])
+    return significance.one_seed_note({r.label: r.dm_single[0] for r in rows
+                                       if r.dm_single is not None and len(r.tasks) > 1}, spread)
+
+
+def _interval(found: dict) -> tuple[float, float] | None:
+    c = found.get(significance.DM)
+    return None if c is None or c.low is None else (c.low, c.high)
 
 
 def figures(groups: list[MethodRuns], rows: list[Row], out: Path, n_images: int) -> list[tuple[Path, str]]:
@@ -75,15 +97,20 @@ def figures(groups: list[MethodRuns], rows: list[Row], out: Path, n_images: int)
     methods = {g.label: [r.path for r in g.runs] for g in groups}
     colours = plots.method_colours(list(methods))  # one colour per method in every figure
     summary = [{"label": r.label, "dm": r.dm_single[0], "dm_std": r.dm_single[1], "n": r.seeds,
-                "gflops": r.cost.get("gflops"), "latency_ms": r.cost.get("latency_ms")}
+                "ci": _interval(r.vs_single), "gflops": r.cost.get("gflops"), "latency_ms": r.cost.get("latency_ms")}
                for r in rows if r.dm_single is not None and len(r.tasks) > 1]
+    vs_ew = [{"label": r.label, "dm": r.dm_ew[0], "dm_std": r.dm_ew[1], "n": r.seeds, "ci": _interval(r.vs_ew)}
+             for r in rows if r.dm_ew is not None and r.vs_ew]
     singles = [r for r in rows if len(r.tasks) == 1 and r.cost]
     costed = list(summary)
     if summary and len(singles) > 1:  # deploying one network per task: Δm 0 by definition, at the summed cost
         costed.append({"label": f"{len(singles)} single-task models", "dm": 0.0, "dm_std": None, "n": 1,
                        **{k: sum(r.cost[k] for r in singles) for k in ("gflops", "latency_ms")}})
     made: list[tuple[list[Path], str]] = [
-        (plots.delta_m_bars(summary, out), "Δm per method vs the single-task models (error bars: std over seeds)."),
+        (plots.delta_m_bars(summary, out), "Δm per method vs the single-task models; error bars: the 95 % paired "
+         "t-interval over seeds when there are several (dashed: it includes 0, the difference is not judged real)."),
+        (plots.delta_m_bars(vs_ew, out, "EW (same architecture)", "delta_m_ew"),
+         "Δm per method vs the equal-weight model of its architecture, with the same intervals."),
         (plots.tradeoff(costed, out, "gflops", "GFLOPs", colours), "Δm against inference cost (GFLOPs); the line is the "
                                                           "Pareto front."),
         (plots.tradeoff(costed, out, "latency_ms", "latency (ms)", colours), "Δm against measured latency."),
@@ -95,6 +122,18 @@ def figures(groups: list[MethodRuns], rows: list[Row], out: Path, n_images: int)
         made.append((prediction_grid({g.label: g.runs[0].path for g in groups}, out, n_images=n_images),
                      f"Predictions on the first {n_images} validation images (first seed of each method)."))
     return [(p, text) for paths, text in made for p in paths if p.suffix == ".png"]
+
+
+def significance_csv(rows: list[Row]) -> str:
+    """Every paired comparison of the report, full precision (``significance.records``)."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(significance.HEADER)
+    writer.writerows([["" if v is None else v for v in line] for line in significance.records(rows)])
+    return buffer.getvalue()
 
 
 def build_report(root: str | Path, out: str | Path | None = None, n_images: int = 4, cost: bool = True,
@@ -119,10 +158,11 @@ def build_report(root: str | Path, out: str | Path | None = None, n_images: int 
         rows = build_rows(members, costs, notes)
         tables[name] = rows
         text = caption(members, rows, costs) + (f" Δm undefined: {'; '.join(notes)}." if notes else "")
-        for ext, content in (("md", markdown_table(rows)), ("csv", csv_table(rows)),
-                             ("tex", latex_table(rows, caption=text))):
-            (folder / f"table.{ext}").write_text(content)
-            files.append(folder / f"table.{ext}")
+        for name_, content in (("table.md", markdown_table(rows)), ("table.csv", csv_table(rows)),
+                               ("table.tex", latex_table(rows, caption=text)),
+                               ("significance.csv", significance_csv(rows))):
+            (folder / name_).write_text(content)
+            files.append(folder / name_)
         log(f"{name}: {len(members)} methods, drawing figures")
         figs = figures(members, rows, folder, n_images)
         files += [p for png, _ in figs for p in (png, png.with_suffix(".pdf")) if p.exists()]

@@ -242,34 +242,49 @@ def _finish(fig: Figure, out: Path, stem: str, drawn: bool) -> list[Path]:
 
 
 @_styled
-def delta_m_bars(rows: Sequence[Mapping[str, Any]], out: Path, reference: str = "single-task") -> list[Path]:
-    """``delta_m``: a horizontal bar of Δm (%) per method in the order given, ± its std over seeds as error bar.
+def delta_m_bars(rows: Sequence[Mapping[str, Any]], out: Path, reference: str = "single-task",
+                 stem: str = "delta_m") -> list[Path]:
+    """``<stem>``: a horizontal bar of Δm (%) per method in the order given, with its 95 % interval as error bar
+    when ``ci`` is given (else ± its std over seeds).
 
-    ``rows`` have ``label``, ``dm`` (mean, %), ``dm_std`` (None or NaN: no error bar) and ``n`` (seeds);
-    rows without a Δm are left out.
+    ``rows`` have ``label``, ``dm`` (mean, %), ``dm_std`` (None or NaN: no error bar), ``n`` (seeds) and optionally
+    ``ci`` (low, high) of the paired difference to the reference; rows without a Δm are left out. An interval
+    excluding zero is drawn solid, one including zero dashed.
     """
     rows = [r for r in rows if _number(r.get("dm")) is not None]
     if not rows:
         return []
     dm = np.array([_number(r["dm"]) for r in rows])
-    std = np.array([_number(r.get("dm_std")) or 0.0 for r in rows])
+    intervals = any(r.get("ci") for r in rows)
+    if intervals:
+        low = np.array([r["ci"][0] if r.get("ci") else d for r, d in zip(rows, dm)])
+        high = np.array([r["ci"][1] if r.get("ci") else d for r, d in zip(rows, dm)])
+    else:
+        std = np.array([_number(r.get("dm_std")) or 0.0 for r in rows])
+        low, high = dm - std, dm + std
     y = np.arange(len(rows))
-    fig = _figure(8, 1.4 + 0.42 * len(rows))
+    fig = _figure(8.5, 1.6 + 0.42 * len(rows))
     ax = fig.subplots()
     ax.barh(y, dm, color=np.where(dm >= 0, _GAIN, _LOSS), height=0.65)
-    has_std = std > 0
-    ax.errorbar(dm[has_std], y[has_std], xerr=std[has_std], fmt="none", ecolor="0.15", capsize=3, lw=1)
+    for yi, d, lo, hi in zip(y, dm, low, high):
+        if hi > lo:
+            real = lo > 0 or hi < 0
+            bar = ax.errorbar(d, yi, xerr=[[d - lo], [hi - d]], fmt="none", ecolor="0.15", capsize=3, lw=1.2)
+            bar[2][0].set_linestyle("-" if real or not intervals else "--")
     ax.axvline(0, color="0.2", lw=0.9)
-    for yi, r, d, s in zip(y, rows, dm, std):  # the values as a column right of the axes, clear of the bars
-        text = f"{d:+.2f}" + (f" ± {s:.2f}" if s > 0 else "") + (f"  (n={r['n']})" if r.get("n") else "")
+    for yi, r, d, lo, hi in zip(y, rows, dm, low, high):  # the values as a column right of the axes
+        spread = "" if hi <= lo else f" [{lo:+.2f}, {hi:+.2f}]" if intervals else f" ± {(hi - lo) / 2:.2f}"
+        text = f"{d:+.2f}{spread}" + (f"  (n={r['n']})" if r.get("n") else "")
         ax.annotate(text, (1, yi), xycoords=ax.get_yaxis_transform(), xytext=(8, 0), textcoords="offset points",
                     va="center", fontsize=9.5)
     ax.set_yticks(y, [str(r["label"]) for r in rows])
     ax.invert_yaxis()  # first row on top
     ax.grid(axis="y", visible=False)
     ax.margins(x=0.08, y=0.5 / len(rows))
-    ax.set(xlabel="Δm (%)  ↑ higher is better", title=f"Δm vs {reference} (mean ± std over seeds)")
-    return _save(fig, out, "delta_m")
+    what = ("bars: 95 % paired t-interval over seeds; dashed: includes 0, not judged" if intervals
+            else "mean ± std over seeds" if np.any(high > low) else "one seed: no interval")
+    ax.set(xlabel="Δm (%)  ↑ higher is better", title=f"Δm vs {reference} ({what})")
+    return _save(fig, out, stem)
 
 
 def pareto_front(points: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
