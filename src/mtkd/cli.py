@@ -1,11 +1,13 @@
 """The ``mtkd`` command: ``train``, ``eval``, ``study``, ``report``, ``demo``, ``predict``, ``export``, ``data convert``.
 
-User mistakes (``MtkdError``) print one line and exit 2; ``--traceback`` shows the full trace.
+User mistakes (``MtkdError``, also from DataLoader workers) and OS faults on the user's files (read-only folder, full
+disk: ``user_error``) print one line and exit 2; ``--traceback`` shows the full trace.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 import warnings
@@ -48,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export", help="the student alone as safetensors or ONNX, with a model card")
     x.add_argument("checkpoint")
     x.add_argument("--format", choices=["safetensors", "onnx"], default="safetensors")
-    x.add_argument("--out", help="output folder (default: <run>/export)")
+    x.add_argument("--out", help="output folder (default: <run>/export; <name>-export beside a loose checkpoint)")
     dc = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
     c = dc.add_parser("convert", help="convert a raw release to the training layout")
     c.add_argument("name")
@@ -83,21 +85,26 @@ def _dispatch(args: argparse.Namespace) -> None:
         evaluate(args.checkpoint, split=args.split, overrides=args.overrides)
     elif args.command == "study":
         from mtkd.report.build import build_report
-        from mtkd.study import load_study, run_study
+        from mtkd.study import failed_runs, load_study, run_study
 
         study = load_study(args.file, out=args.out)
         run_study(study)
         if not args.no_report:
             show_report(build_report(study.out))
+        if failed_runs(study.out):  # the others finished and are reported; the command still fails
+            raise MtkdError(f"study {study.name}: {failed_runs(study.out)}")
     elif args.command == "report":
         from mtkd.report.build import build_report
 
         show_report(build_report(args.dir, out=args.out, n_images=args.images, cost=not args.no_cost))
     elif args.command == "demo":
         from mtkd.demo import run_demo
+        from mtkd.study import failed_runs
 
         show_report(run_demo(args.out, full=args.full, methods=args.methods, epochs=args.epochs, seeds=args.seeds,
                              n_train=args.n_train))
+        if failed_runs(args.out):
+            raise MtkdError(f"demo: {failed_runs(args.out)}")
     elif args.command == "predict":
         from mtkd.predict import predict
 
@@ -115,6 +122,33 @@ def _dispatch(args: argparse.Namespace) -> None:
         print(f"converted: {convert(args.name, args.src, args.out, **options)}")
 
 
+_FREE = {errno.ENOSPC: "free space on that disk or write elsewhere", errno.EDQUOT: "free quota or write elsewhere"}
+_DENIED = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def user_error(err: BaseException) -> str | None:
+    """The one line to print for a user's mistake or an OS fault on their files; None for a bug (traceback).
+
+    An ``MtkdError`` raised in a DataLoader worker arrives re-raised by torch with the worker's traceback in its
+    message: its own last line is what the user needs."""
+    if isinstance(err, MtkdError):
+        lines = [line for line in str(err).splitlines() if line.strip()]
+        if len(lines) > 1 and "DataLoader worker" in lines[0]:
+            inner = [line.split("MtkdError: ", 1)[1] for line in lines if "MtkdError: " in line]
+            lines = inner[-1:] or lines[:1]
+        return " ".join(line.strip() for line in lines) or "MtkdError"
+    if isinstance(err, OSError):
+        where = f"{err.filename}" if err.filename is not None else "a file"
+        reason = err.strerror or type(err).__name__
+        if err.errno in _FREE:
+            return f"cannot write {where}: {reason}; {_FREE[err.errno]}"
+        if err.errno in _DENIED:
+            return f"cannot write {where}: {reason}; choose a folder you can write to (out_dir=..., --out ...)"
+        if err.filename is not None:
+            return f"{where}: {reason}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     warnings.filterwarnings("ignore", module="lightning")
@@ -124,10 +158,11 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
         _dispatch(args)
-    except MtkdError as err:
-        if args.traceback:
+    except (MtkdError, OSError) as err:
+        message = user_error(err)
+        if args.traceback or message is None:
             raise
-        print(f"mtkd: error: {err}", file=sys.stderr)
+        print(f"mtkd: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         again = "the same command" if args.command in ("study", "demo") else "the same command with resume=true"

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mtkd.engine.checkpoint_io import load_checkpoint, load_model
+from mtkd.engine.checkpoint_io import load_checkpoint, load_model, state_dict_mismatch
 from mtkd.errors import MtkdError
 from mtkd.models import MultiTaskModel, Output, build_model_from_config
 
@@ -49,7 +49,7 @@ def model_from_weights(spec: Mapping[str, Any]) -> MultiTaskModel:
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        raise MtkdError(f"teacher weights {path} do not fit the given model config: {str(err).splitlines()[0]}") from None
+        raise MtkdError(f"teacher weights {path} do not fit the given model config: {state_dict_mismatch(err)}") from None
     return model
 
 

@@ -2,33 +2,38 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning as L
-from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from mtkd.config import DEFAULTS, _check_keys
-from mtkd.engine.checkpoint_io import read_training_checkpoint
+from mtkd.config import apply_overrides
+from mtkd.engine.checkpoint_io import read_training_checkpoint, state_dict_mismatch
 from mtkd.engine.module import MultiTaskModule
 from mtkd.engine.run import build_datamodule, nest
 from mtkd.errors import MtkdError
 
 
 def module_from_checkpoint(path: str, overrides: list[str] = ()) -> tuple[MultiTaskModule, dict[str, Any]]:
-    """The trained module and its (overridden) config; a checkpoint that is not an mtkd run is refused."""
+    """The trained module and its (overridden) config; a checkpoint that is not an mtkd run is refused.
+
+    ``path`` is a ``.ckpt`` file or a run folder (its ``checkpoints/best.ckpt``), as teachers are given."""
+    if Path(path).is_dir():
+        best = Path(path) / "checkpoints" / "best.ckpt"
+        if not best.is_file():
+            raise MtkdError(f"{path} is a folder without checkpoints/best.ckpt (give a .ckpt file or a run folder)")
+        path = str(best)
     ckpt, hparams = read_training_checkpoint(path)
-    dots = OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)))
-    _check_keys(dots, DEFAULTS)
-    config = OmegaConf.to_container(OmegaConf.merge(hparams["config"], dots))
+    config = apply_overrides(hparams["config"], overrides)
     config["distill"]["name"] = "none"  # evaluation needs the student alone, not its teachers
     module = MultiTaskModule(config, hparams["task_channels"])
     student = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith("distiller.")}
     try:
         module.load_state_dict(student)
     except RuntimeError as err:
-        raise MtkdError(f"{path} does not match its own model config: {str(err).splitlines()[0]}") from None
+        raise MtkdError(f"{path} does not match its own model config: {state_dict_mismatch(err)}") from None
     return module, config
 
 
