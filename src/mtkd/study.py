@@ -41,8 +41,11 @@ from typing import Any, Callable
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+import mtkd
 from mtkd.config import load_config, resolve_recipe, to_dict
 from mtkd.errors import MtkdError
+from mtkd.lock import LOCK, FolderLock
+from mtkd.paths import inside, output_folder
 from mtkd.registry import suggest
 
 STUDY_KEYS = ("name", "description", "out", "budget", "seeds", "overrides", "teachers", "methods")
@@ -223,14 +226,40 @@ def load_study(path: str | Path, out: str | Path | None = None) -> Study:
     if "budget" not in spec:
         raise MtkdError(f"study {path}: needs a budget, {{epochs: N}} or {{steps: N}}, the same for every method")
     methods = {str(k): _method(k, v, path.parent, f"study {path}") for k, v in spec["methods"].items()}
-    study = Study(name, Path(out or spec.get("out") or Path("runs") / name), budget_overrides(spec["budget"], f"study {path}"),
+    folder = Path(out or spec.get("out") or inside("runs", name, f"study {path}: name"))
+    study = Study(name, folder, budget_overrides(spec["budget"], f"study {path}"),
                   seeds, _dotted(spec.get("overrides"), f"study {path}"), spec.get("teachers"), methods, spec)
-    study.plan()  # resolve every config now: a typo fails before the first run, not after hours
+    check_plan(study, study.plan())  # every config resolved and checked now: a typo fails before the first run
     return study
+
+
+def check_plan(study: Study, plan: list[PlannedRun]) -> None:
+    """Each method's run config checked as ``mtkd train`` checks it before making a folder (component names and
+    options), plus what only a study can see: teachers outside the study exist, a folder dataset's root exists."""
+    from mtkd.engine.run import check_names
+
+    planned = {str(r.path) for r in plan}
+    checked: set[str] = set()
+    for run in plan:
+        if run.method in checked:  # seeds differ in `seed` only
+            continue
+        checked.add(run.method)
+        try:
+            check_names(run.config)
+            for task, teacher in (run.config["distill"]["teachers"] or {}).items():
+                if str(teacher) not in planned and not Path(teacher).exists():
+                    raise MtkdError(f"teacher of {task}, {teacher}, does not exist")
+            data = run.config["data"]
+            if data["dataset"] != "rooms" and not (data["root"] and Path(data["root"]).is_dir()):
+                raise MtkdError(f"data.root {data['root']} is not a folder")
+        except MtkdError as err:
+            raise MtkdError(f"study {study.name}, method {run.method!r}: {err}") from None
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     out = json.loads(json.dumps(config))
+    if (out.get("data") or {}).get("root"):  # runs stored before data.root was made absolute
+        out["data"]["root"] = str(Path(out["data"]["root"]).expanduser().absolute())
     for keys in IGNORED_KEYS:
         node = out
         for k in keys[:-1]:
@@ -246,8 +275,14 @@ def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 
 def run_status(run: PlannedRun) -> str:
-    """``done`` (results with this config), ``resume`` (unfinished, same config) or ``new``; a run folder holding
-    a different config is refused, naming the keys that differ."""
+    """``done`` (results with this config), ``resume`` (unfinished, same config) or ``new`` (also a run that failed
+    before its first checkpoint: nothing to keep); a run folder holding a different config is refused, naming the
+    keys that differ, and a folder mtkd did not make is refused."""
+    from mtkd.engine.run import run_state
+
+    state = run_state(run.path)
+    if state in ("new", "unstarted"):
+        return "new"
     results, saved = run.path / "results.json", run.path / "config.yaml"
     if results.is_file():
         existing = json.loads(results.read_text())["config"]
@@ -269,8 +304,53 @@ def write_index(study: Study, records: list[dict[str, Any]]) -> None:
     write_json(study.out / "study.json", {"name": study.name, "study": study.source, "runs": records})
 
 
+STUDY_MANIFEST = ".mtkd-study.json"  # written first into a study folder mtkd creates
+
+
+def study_folder(study: Study) -> FolderLock:
+    """Claim ``study.out`` for this process: a new or empty folder is marked with the manifest, a non-empty one
+    must be an mtkd study folder already (manifest, or ``study.json`` from before manifests); returns its held
+    lock (a second process on the same study is refused)."""
+    from mtkd.atomic import write_json
+
+    out = study.out
+    if out.is_dir() and not (out / STUDY_MANIFEST).is_file() and not (out / "study.json").is_file() \
+            and any(p.name != LOCK for p in out.iterdir()):
+        raise MtkdError(f"study folder {out} exists and is not an mtkd study folder (no {STUDY_MANIFEST}); mtkd "
+                        "never writes into it: choose another `out:` or --out")
+    lock = FolderLock(output_folder(out, "study folder"), "study folder")
+    lock.acquire()
+    if not (out / STUDY_MANIFEST).is_file():
+        write_json(out / STUDY_MANIFEST, {"mtkd": mtkd.__version__, "kind": "study", "name": study.name,
+                                          "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    return lock
+
+
+def failed_runs(out: str | Path) -> str | None:
+    """One line naming the failed and skipped runs of the study in ``out`` (from its ``study.json``); None when
+    every run is done."""
+    index = Path(out) / "study.json"
+    records = json.loads(index.read_text())["runs"] if index.is_file() else []
+    bad = [r for r in records if r["status"] in ("failed", "skipped")]
+    if not bad:
+        return None
+    named = "; ".join(f"{r['method']} seed {r['seed']} {r['status']} ({r.get('error', '')})" for r in bad[:5])
+    more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
+    return (f"{len(bad)} of {len(records)} run(s) did not finish: {named}{more}; fix the cause and rerun the same "
+            f"command (finished runs are reused; details in {index})")
+
+
 def run_study(study: Study, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Train every planned run not already finished; returns the ``study.json`` records."""
+    """Train every planned run not already finished, holding the study folder's lock; returns the
+    ``study.json`` records."""
+    lock = study_folder(study)
+    try:
+        return _run_plan(study, log)
+    finally:
+        lock.release()
+
+
+def _run_plan(study: Study, log: Callable[[str], None]) -> list[dict[str, Any]]:
     from mtkd.engine.run import train
 
     plan = study.plan()

@@ -10,6 +10,7 @@ from mtkd.distill import okd  # noqa: F401  (registration)
 from mtkd.distill import jointdistill, kdam  # noqa: F401  (registration)
 from mtkd.distill.base import DISTILLERS, Distiller
 from mtkd.errors import MtkdError
+from mtkd.registry import construct
 
 
 CONTEXT = ("tasks", "student_taps", "teacher_taps", "model_config", "task_channels")
@@ -18,6 +19,18 @@ CONTEXT = ("tasks", "student_taps", "teacher_taps", "model_config", "task_channe
 def needs_teachers(name: str) -> bool:
     """Whether method ``name`` distils from frozen teachers (``False`` for online methods that train their own)."""
     return getattr(DISTILLERS.get(name), "needs_teachers", True)
+
+
+def check_options(name: str, options: dict[str, Any] | None) -> None:
+    """Refuse an unknown method ``name`` or an option it does not have (with the valid ones), before building."""
+    params = inspect.signature(DISTILLERS.get(name)).parameters
+    valid = [p for p in params if p not in (*CONTEXT, "args", "kwargs")]
+    if "kwargs" in params:  # presets forward to OutputDistiller
+        valid = [p for p in inspect.signature(output_kd.OutputDistiller).parameters
+                 if p not in ("preset", "tasks", "student_taps", "teacher_taps")]
+    unknown = sorted(set(options or {}) - set(valid))
+    if unknown:
+        raise MtkdError(f"distillation method {name!r} has no option {', '.join(unknown)}; valid: {', '.join(valid)}")
 
 
 def build_distiller(name: str, tasks: list[str], student_taps: dict, teacher_taps: dict,
@@ -30,17 +43,11 @@ def build_distiller(name: str, tasks: list[str], student_taps: dict, teacher_tap
     """
     factory = DISTILLERS.get(name)
     options = dict(options or {})
+    check_options(name, options)
     params = inspect.signature(factory).parameters
     context = {"model_config": model_config, "task_channels": task_channels}
     extra = {k: v for k, v in context.items() if k in params}
-    valid = [p for p in params if p not in (*CONTEXT, "args", "kwargs")]
-    if "kwargs" in params:  # presets forward to OutputDistiller
-        valid = [p for p in inspect.signature(output_kd.OutputDistiller).parameters
-                 if p not in ("preset", "tasks", "student_taps", "teacher_taps")]
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise MtkdError(f"distillation method {name!r} has no option {', '.join(unknown)}; valid: {', '.join(valid)}")
-    return factory(tasks, student_taps, teacher_taps, **extra, **options)
+    return construct("distillation method", name, factory, (tasks, student_taps, teacher_taps), options, extra)
 
 
-__all__ = ["DISTILLERS", "Distiller", "build_distiller", "needs_teachers"]
+__all__ = ["DISTILLERS", "Distiller", "build_distiller", "check_options", "needs_teachers"]

@@ -144,7 +144,8 @@ def nest(flat: dict[str, float], stage: str) -> dict[str, dict[str, float]]:
 
 
 def check_names(cfg: dict[str, Any]) -> None:
-    """Refuse unknown task, backbone, head or weighting names (and weighting options) before anything is written;
+    """Refuse unknown task, backbone, head, weighting or distiller names (and their options) before anything is
+    written;
     ``model.head`` as a mapping must name a head for every task."""
     from mtkd import weighting
     from mtkd.models import ARCHITECTURES, BACKBONES
@@ -167,6 +168,10 @@ def check_names(cfg: dict[str, Any]) -> None:
         raise MtkdError(f"OKD-MTL's online task weighting replaces the weighting: use weighting.name=ew, not {name!r}, "
                         "or distill.options.otw=false")
     weighting.get(cfg["weighting"]["name"], tasks=cfg["data"]["tasks"], **dict(cfg["weighting"]["options"] or {}))
+    if dist["name"] != "none":
+        from mtkd.distill import check_options
+
+        check_options(dist["name"], dist["options"])
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
