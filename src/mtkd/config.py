@@ -365,7 +365,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Di
     cfg = _validated(layers)
     if cfg.name is None:
         cfg.name = "run"
-    return cfg
+    return portable(cfg)
 
 
 def apply_overrides(config: dict[str, Any], overrides: list[str] = ()) -> dict[str, Any]:
@@ -379,3 +379,24 @@ def apply_overrides(config: dict[str, Any], overrides: list[str] = ()) -> dict[s
 def to_dict(cfg: DictConfig) -> dict[str, Any]:
     """A plain, picklable-with-weights_only dict of ``cfg``."""
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def portable(cfg: DictConfig) -> DictConfig:
+    """``cfg`` as it may be stored in ``config.yaml``, ``results.json`` and checkpoints: ``${oc.env:...}`` is
+    refused (the environment's values would be copied into them), a relative or ``~`` ``data.root`` becomes
+    absolute (so ``mtkd eval`` works from any folder)."""
+    def walk(node: Any, key: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{key}[{i}]")
+        elif isinstance(node, str) and "oc.env" in node:
+            raise MtkdError(f"{key}: {node!r} reads an environment variable, whose value would be stored in the run's "
+                            "config.yaml and results.json; give the value itself (e.g. as an override)")
+
+    walk(OmegaConf.to_container(cfg, resolve=False), "")
+    if cfg.data.root is not None and str(cfg.data.root) != str(Path(str(cfg.data.root)).expanduser().absolute()):
+        cfg.data.root = str(Path(str(cfg.data.root)).expanduser().absolute())
+    return cfg
