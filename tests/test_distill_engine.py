@@ -1,5 +1,6 @@
 """Teachers → student through the engine: frozen teachers, checkpoints without them, refusals before training."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -103,3 +104,61 @@ def test_teacher_from_a_weights_file_and_its_model_config(teachers, tmp_path):
     bad = load_config(None, tiny(tmp, "data.tasks=[semseg]", "distill.name=kd", *spec[:2]))  # wrong decoder width
     with pytest.raises(MtkdError, match="do not fit"):
         MultiTaskModule(dict(bad), {"semseg": 8})
+
+
+@pytest.mark.parametrize("bn", ["eval"])
+def test_teachers_are_in_eval_mode_inside_training_steps(teachers, monkeypatch, bn):
+    """Recorded at every teacher call during a real run (not after reloading): the student is training, every
+    teacher module is in eval mode (BatchNorm layers in train mode only with distill.teacher_bn=train), no grad."""
+    tmp, sources = teachers
+    calls = []
+    original = TeacherSet.forward
+
+    def spy(self, image):
+        bn_layers = [m for m in self.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        others = [m for m in self.modules() if not isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        calls.append((spy.student_training, [m.training for m in bn_layers], [m.training for m in others]))
+        return original(self, image)
+
+    spy.student_training = False
+    step = MultiTaskModule.training_step
+
+    def in_step(self, batch, batch_idx):
+        spy.student_training = self.model.training
+        try:
+            return step(self, batch, batch_idx)
+        finally:
+            spy.student_training = False
+
+    monkeypatch.setattr(TeacherSet, "forward", spy)
+    monkeypatch.setattr(MultiTaskModule, "training_step", in_step)
+    train(student_cfg(tmp, sources, "kd4mtl", f"name=mode_{bn}", f"distill.teacher_bn={bn}"))
+    during_training = [c for c in calls if c[0]]
+    assert during_training  # the teachers ran inside training steps
+    for _, bn_modes, other_modes in during_training:
+        assert bn_modes and all(m == (bn == "train") for m in bn_modes)
+        assert not any(other_modes)
+
+
+def test_kd4mtl_adaptors_keep_their_lr_while_the_student_steps_down(teachers):
+    tmp, sources = teachers
+    cfg = student_cfg(tmp, sources, "kd4mtl", "optim.scheduler=step", "optim.step_size=2", "optim.gamma=0.5",
+                      "optim.lr=0.001", "distill.lr=0.1", "trainer.max_epochs=6")
+    module = MultiTaskModule(dict(cfg), {"semseg": 8, "depth": 1})
+    conf = module.configure_optimizers()
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]
+    seen = []
+    for _ in range(5):
+        seen.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        sched.step()
+    np.testing.assert_allclose([s[0] for s in seen], [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4])  # StepLR(2, 0.5)
+    np.testing.assert_allclose([s[1] for s in seen], [0.1] * 5)  # the public code: adaptors unscheduled
+    cfg = student_cfg(tmp, sources, "kd4mtl", "optim.scheduler=step", "optim.step_size=2", "optim.gamma=0.5",
+                      "optim.lr=0.001", "distill.lr=0.1", "distill.options.schedule_adaptors=true")
+    module = MultiTaskModule(dict(cfg), {"semseg": 8, "depth": 1})
+    conf = module.configure_optimizers()
+    for _ in range(2):
+        conf["optimizer"].step()
+        conf["lr_scheduler"].step()
+    np.testing.assert_allclose([g["lr"] for g in conf["optimizer"].param_groups], [5e-4, 0.05])

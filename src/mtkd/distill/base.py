@@ -47,6 +47,8 @@ class Distiller(nn.Module):
         self.weights = check_weights(weights, self.tasks)
 
     needs_teachers: bool = True  # False for online methods that train their own teachers
+    #: whether the student's lr schedule also scales the distiller's parameter group (KD4MTL's adaptors: no)
+    lr_scheduled: bool = True
 
     @property
     def active_tasks(self) -> list[str]:

@@ -189,6 +189,17 @@ class MultiTaskModule(L.LightningModule):
         else:
             raise MtkdError(f"unknown optim.optimizer {o['optimizer']!r}; valid: adam, adamw, sgd")
         epochs = self._schedule_epochs()
+        if len(params) == 2 and not self.distiller.lr_scheduled and o["scheduler"] in ("cosine", "step"):
+            # the distiller's group keeps its lr (KD4MTL's adaptors, as the public code); the student's group
+            # follows the closed form of the same schedule
+            if o["scheduler"] == "cosine":
+                def factor(e, T=epochs):
+                    return 0.5 * (1 + math.cos(math.pi * e / T))
+            else:
+                def factor(e, k=o["step_size"], g=o["gamma"]):
+                    return g ** (e // k)
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, [factor, lambda e: 1.0])
+            return {"optimizer": opt, "lr_scheduler": sched}
         if o["scheduler"] == "cosine":
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
         elif o["scheduler"] == "step":
