@@ -78,9 +78,12 @@ def card_markdown(card: dict[str, Any]) -> str:
     for task, channels in card["tasks"].items():
         lines.append(f"| {task} | {channels} | {', '.join(card['class_names'].get(task, [])) or '–'} |")
     if card["test_metrics"]:
+        from mtkd.report.table import UNITS
+
         lines += ["", "Test metrics:", "", "| task | metric | value |", "|---|---|---|"]
         for task, values in card["test_metrics"].items():
-            lines += [f"| {task} | {name} | {value:.4g} |" for name, value in values.items()]
+            lines += [f"| {task} | {name} | {value:.4g}{UNITS.get(name, '').replace('%', ' %')} |"
+                      for name, value in values.items()]
     if "onnx_check" in card:
         c = card["onnx_check"]
         lines += ["", f"ONNX Runtime vs PyTorch: max abs difference {c['max_abs_diff']:.3g} "

@@ -16,9 +16,9 @@ from mtkd.errors import MtkdError
 from mtkd.report import html as page
 from mtkd.report import significance
 from mtkd.report.cost import run_cost
-from mtkd.report.runs import MethodRuns, by_dataset, find_runs, group_methods
+from mtkd.report.runs import MethodRuns, by_dataset, find_runs, group_methods, study_failures
 from mtkd.report.table import (Row, build_rows, csv_table, equal_weight_reference, html_table, latex_table,
-                               markdown_table, single_task_baseline)
+                               markdown_table, single_task_baseline, task_order)
 
 
 @dataclass
@@ -89,8 +89,9 @@ def _interval(found: dict) -> tuple[float, float] | None:
     return None if c is None or c.low is None else (c.low, c.high)
 
 
-def figures(groups: list[MethodRuns], rows: list[Row], out: Path, n_images: int) -> list[tuple[Path, str]]:
-    """Every figure of one split as ``(png, caption)``; PDFs are written beside the PNGs."""
+def figures(groups: list[MethodRuns], rows: list[Row], out: Path, n_images: int) -> list[tuple[Path | None, str]]:
+    """Every figure of one split as ``(png, caption)``, then ``(None, why)`` for each one that could not be drawn;
+    PDFs are written beside the PNGs."""
     from mtkd.report import plots
     from mtkd.report.grid import prediction_grid
 
@@ -105,23 +106,60 @@ def figures(groups: list[MethodRuns], rows: list[Row], out: Path, n_images: int)
     costed = list(summary)
     if summary and len(singles) > 1:  # deploying one network per task: Δm 0 by definition, at the summed cost
         costed.append({"label": f"{len(singles)} single-task models", "dm": 0.0, "dm_std": None, "n": 1,
-                       **{k: sum(r.cost[k] for r in singles) for k in ("gflops", "latency_ms")}})
-    made: list[tuple[list[Path], str]] = [
+                       "reference": True, **{k: sum(r.cost[k] for r in singles) for k in ("gflops", "latency_ms")}})
+    no_cost = "inference cost not measured (--no-cost)" if not any(r.cost for r in rows) else \
+        "no multi-task method has both a Δm and a measured cost"
+    made: list[tuple[list[Path], str, str]] = [  # (files, caption, why nothing was drawn)
         (plots.delta_m_bars(summary, out), "Δm per method vs the single-task models; error bars: the 95 % paired "
-         "t-interval over seeds when there are several (dashed: it includes 0, the difference is not judged real)."),
+         "t-interval over seeds when there are several (dashed: it includes 0, the difference is not judged real), "
+         "else the std over seeds.",
+         "Δm per method: not drawn, no multi-task method has a Δm (it needs a single-task run of each of its tasks)."),
         (plots.delta_m_bars(vs_ew, out, "EW (same architecture)", "delta_m_ew"),
-         "Δm per method vs the equal-weight model of its architecture, with the same intervals."),
-        (plots.tradeoff(costed, out, "gflops", "GFLOPs", colours), "Δm against inference cost (GFLOPs); the line is the "
-                                                          "Pareto front."),
-        (plots.tradeoff(costed, out, "latency_ms", "latency (ms)", colours), "Δm against measured latency."),
-        (plots.training_curves(methods, out, colours), "Training loss (smoothed) and the validation metric per task."),
-        (plots.weights_over_time(methods, out, colours), "Task weights and distiller weights over training."),
-        (plots.kd_losses(methods, out, colours), "Distillation losses over training."),
+         "Δm per method vs the equal-weight model of its own architecture, with the same intervals.",
+         "Δm vs EW: not drawn, no method has an equal-weight run of its architecture to be compared with."),
+        (plots.tradeoff(costed, out, "gflops", "GFLOPs", colours),
+         "Δm against inference cost (GFLOPs, one image at the training size); black square: the single-task models "
+         "together; dashed: the Pareto front (methods no other is both cheaper and better than).",
+         f"Δm against GFLOPs: not drawn, {no_cost}."),
+        (plots.tradeoff(costed, out, "latency_ms", "latency (ms)", colours),
+         "Δm against measured latency (one CPU thread); markers as in the GFLOPs figure.",
+         f"Δm against latency: not drawn, {no_cost}."),
+    ]
+    curves = plots.training_curves(methods, out, colours)
+    for task in task_order(g.tasks for g in groups):
+        made.append(([p for p in curves if p.stem == f"curves_{task}"],
+                     f"{task}: training loss per step (EMA-smoothed) and the validation {_monitor(task)} after each "
+                     "epoch; mean over seeds, band: min–max.",
+                     f"{task} curves: not drawn, no training loss of {task} was logged (a run shorter than "
+                     "trainer.log_every_n_steps, or no logs/ folder)."))
+    made += [
+        ([p for p in curves if p.stem == "curves_val_loss"],
+         "Validation loss (the sum of the task losses on the held-out validation split) after each epoch.",
+         "Validation loss: not drawn, no run logged one (no epoch finished)."),
+        (plots.weights_over_time(methods, out, colours), "Task weights and distiller weights over training.",
+         "Weights: not drawn, no method's task or distiller weights change during training (equal weights are "
+         "constant)."),
+        (plots.kd_losses(methods, out, colours), "Distillation losses over training (EMA-smoothed).",
+         "Distillation losses: not drawn, no method in this report logs one."),
     ]
     if n_images:
-        made.append((prediction_grid({g.label: g.runs[0].path for g in groups}, out, n_images=n_images),
-                     f"Predictions on the first {n_images} validation images (first seed of each method)."))
-    return [(p, text) for paths, text in made for p in paths if p.suffix == ".png"]
+        shown: list[int] = []
+        try:
+            grids = prediction_grid({g.label: g.runs[0].path for g in groups}, out, n_images=n_images, shown=shown)
+            why = ""
+        except MtkdError as err:
+            grids, why = [], str(err)
+        count = shown[0] if shown else n_images
+        made.append((grids, f"Predictions on the first {count} validation image{'s' * (count != 1)} (first seed of "
+                     "each method).", f"Prediction grids: not drawn, {why}."))
+    return [(p, text) for paths, text, _ in made for p in paths if p.suffix == ".png"] + \
+        [(None, why) for paths, _, why in made if not paths]
+
+
+def _monitor(task: str) -> str:
+    from mtkd.tasks import TASKS
+
+    return TASKS[task].monitor if task in TASKS else "metric"
 
 
 def significance_csv(rows: list[Row]) -> str:
@@ -136,6 +174,28 @@ def significance_csv(rows: list[Row]) -> str:
     return buffer.getvalue()
 
 
+def significance_html(rows: list[Row]) -> str:
+    """The Δm comparisons as an HTML table (every metric's is in significance.csv)."""
+    import html
+
+    lines = [r for r in significance.records(rows) if r[2] == significance.DM]
+    if not lines:
+        return ""
+    num = lambda v, f="{:+.2f}": "–" if v is None else f.format(v)  # noqa: E731
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in (
+            method, vs, n, num(mean), "–" if low is None else f"[{low:+.2f}, {high:+.2f}]", judged,
+            "–" if need is None else need)) + "</tr>"
+        for method, vs, _, n, mean, low, high, judged, need in lines)
+    head = "".join(f"<th>{h}</th>" for h in ("method", "vs", "paired seeds", "Δm difference %", "95 % interval",
+                                              "judged", "seeds needed (80 % power)"))
+    return ("<h3>Which Δm differences are real</h3><p class='caption'>Seed k of a method against seed k of its "
+            "reference; 95 % paired t-interval; <em>real</em>: it excludes 0, <em>noise</em>: it does not, "
+            "<em>?</em>: one paired seed, no interval. Seeds needed: for a true difference of the size observed to "
+            "be judged real 4 times in 5.</p>"
+            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+
+
 def build_report(root: str | Path, out: str | Path | None = None, n_images: int = 4, cost: bool = True,
                  log: Callable[[str], None] = print) -> Report:
     root = Path(root)
@@ -143,6 +203,8 @@ def build_report(root: str | Path, out: str | Path | None = None, n_images: int 
     runs = find_runs(root)
     groups, repeats = group_methods(runs, root)
     incomplete = [(str(r.path), r.problem) for r in runs if r.results is None or r in repeats]
+    failures = study_failures(root)  # a study's failed runs: their error, not only "no results.json"
+    incomplete = [(p, failures.pop(p, why)) for p, why in incomplete] + sorted(failures.items())
     if not groups:
         listed = "; ".join(f"{p}: {why}" for p, why in incomplete) or "no run folder (config.yaml) found"
         raise MtkdError(f"no finished run under {root} ({listed})")
@@ -165,8 +227,8 @@ def build_report(root: str | Path, out: str | Path | None = None, n_images: int 
             files.append(folder / name_)
         log(f"{name}: {len(members)} methods, drawing figures")
         figs = figures(members, rows, folder, n_images)
-        files += [p for png, _ in figs for p in (png, png.with_suffix(".pdf")) if p.exists()]
-        sections.append(page.Section(name, text, html_table(rows), figs))
+        files += [p for png, _ in figs if png is not None for p in (png, png.with_suffix(".pdf")) if p.exists()]
+        sections.append(page.Section(name, text, html_table(rows), figs, significance_html(rows)))
     html_path = out / "report.html"
     intro = f"{sum(len(g.runs) for g in groups)} finished runs under {root.resolve()}."
     html_path.write_text(page.render(f"mtkd report: {root.name}", intro, sections, incomplete))

@@ -7,7 +7,8 @@ train a task have no column in that task's figure.
 
 Pictures (:mod:`mtkd.visualize`): classes in the fixed palette with a legend of class names; depth with one colour
 scale per row — the ground truth's valid range (the predictions' when the row has no valid label), predictions
-clipped to it — and its colour bar; normals as RGB; edges and saliency in grey. Invalid label pixels are black.
+clipped to it (a prediction <= 0 too: only labels can be invalid) — and its colour bar; normals as RGB; edges and
+saliency in grey. Invalid label pixels are black.
 
 Writes ``<out>/predictions_<task>.png`` and ``.pdf`` (the PDF carries no date, so a rebuild is byte-stable) on a bare
 Agg ``Figure`` (pyplot and the global backend are left alone); returns the paths written.
@@ -113,6 +114,7 @@ def task_figure(task: str, samples: list[dict], preds: dict[str, list[np.ndarray
         if task == "depth":
             lo, hi = depth_range([truth]) if (truth > 0).any() else depth_range(row[1:])
             scale = {"vmin": lo, "vmax": hi}
+            row[1:] = [np.maximum(p, lo) for p in row[1:]]  # a prediction <= 0 is the scale's low end, not invalid
         pictures = [sample["image"].permute(1, 2, 0).clamp(0, 1).numpy()]
         pictures += [colorize(task, a, num_classes=num_classes, **scale) for a in row]
         for c, (ax, picture) in enumerate(zip(axes[r], pictures)):
@@ -135,8 +137,10 @@ def task_figure(task: str, samples: list[dict], preds: dict[str, list[np.ndarray
     return fig
 
 
-def prediction_grid(runs: dict[str, Path], out: Path, n_images: int = 4, split: str = "val") -> list[Path]:
-    """Write ``predictions_<task>.{png,pdf}`` into ``out`` for every task of ``runs`` ({method label: run folder})."""
+def prediction_grid(runs: dict[str, Path], out: Path, n_images: int = 4, split: str = "val",
+                    shown: list[int] | None = None) -> list[Path]:
+    """Write ``predictions_<task>.{png,pdf}`` into ``out`` for every task of ``runs`` ({method label: run folder});
+    the number of images drawn (``n_images`` or the split's size if smaller) is appended to ``shown``."""
     if split not in SPLITS:
         raise MtkdError(f"prediction grid: split {split!r} must be one of {', '.join(SPLITS)}")
     if n_images < 1:
@@ -146,6 +150,8 @@ def prediction_grid(runs: dict[str, Path], out: Path, n_images: int = 4, split: 
                                                                    highlight=False, soft_wrap=True))
     tasks = list(dict.fromkeys(t for m in models.values() for t in m.tasks))
     samples, ds = _samples(config, tasks, n_images, split)
+    if shown is not None:
+        shown.append(len(samples))
     images = Normalize()({"image": torch.stack([s["image"] for s in samples])})["image"]
     outputs = {}
     for label, model in models.items():

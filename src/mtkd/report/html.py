@@ -11,10 +11,12 @@ STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; color: #222; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 1em 0; }
 th, td { padding: 0.25em 0.6em; border-bottom: 1px solid #ddd; text-align: right; white-space: nowrap; }
+th { white-space: normal; min-width: 4em; vertical-align: bottom; }
 th:first-child, td:first-child { text-align: left; }
 thead th { border-bottom: 2px solid #444; }
 figure { margin: 1.5em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption, .caption { color: #555; font-size: 0.9em; max-width: 1100px; }
+.missing { color: #8a4b08; font-size: 0.9em; }
 .scroll { overflow-x: auto; }
 """
 
@@ -26,7 +28,8 @@ class Section:
     heading: str
     caption: str
     table_html: str
-    figures: list[tuple[Path, str]] = field(default_factory=list)  # (PNG, caption)
+    figures: list[tuple[Path | None, str]] = field(default_factory=list)  # (PNG, caption); (None, why not drawn)
+    extra_html: str = ""  # after the table (the significance table)
 
 
 def inline_png(path: Path) -> str:
@@ -39,8 +42,11 @@ def render(title: str, intro: str, sections: list[Section], incomplete: list[tup
              f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p>"]
     for s in sections:
         parts.append(f"<h2>{html.escape(s.heading)}</h2><p class='caption'>{html.escape(s.caption)}</p>")
-        parts.append(f"<div class='scroll'>{s.table_html}</div>")
+        parts.append(f"<div class='scroll'>{s.table_html}</div>{s.extra_html}")
         for png, caption in s.figures:
+            if png is None:
+                parts.append(f"<p class='missing'>{html.escape(caption)}</p>")
+                continue
             parts.append(f"<figure><img src='{inline_png(png)}' alt='{html.escape(png.stem)}'>"
                          f"<figcaption>{html.escape(caption)}</figcaption></figure>")
     if incomplete:

@@ -22,7 +22,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
+from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter, StrMethodFormatter
 from matplotlib.transforms import Bbox
 
 from mtkd.metrics import METRIC_DIRECTIONS
@@ -204,6 +204,7 @@ def training_curves(methods: Mapping[str, Sequence[Path]], out: Path,
     drawn = [_plot_seeds(ax, _curves(runs, _by_epoch, "val/loss"), colours[label], label)
              for label, runs in logs.items()]
     ax.set(xlabel="epoch", ylabel="val loss (sum over tasks)", title=f"Validation loss ({note})")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return written + _finish(fig, out, "curves_val_loss", any(drawn))
 
 
@@ -220,6 +221,7 @@ def _task_curves(task: str, logs: Mapping[str, list[Logs]], colours: Mapping[str
     arrow = "" if higher is None else " ↑ higher is better" if higher else " ↓ lower is better"
     left.set(xlabel="step", ylabel=f"train loss (EMA α={SMOOTHING})", title=f"{task}: training loss")
     right.set(xlabel="epoch", ylabel=f"{task}/{monitor}{arrow}", title=f"{task}: {monitor} on the validation set")
+    right.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in (left, right):
         _log_if_wide(ax)
         if not ax.get_lines():
@@ -281,9 +283,9 @@ def delta_m_bars(rows: Sequence[Mapping[str, Any]], out: Path, reference: str = 
     ax.invert_yaxis()  # first row on top
     ax.grid(axis="y", visible=False)
     ax.margins(x=0.08, y=0.5 / len(rows))
-    what = ("bars: 95 % paired t-interval over seeds; dashed: includes 0, not judged" if intervals
-            else "mean ± std over seeds" if np.any(high > low) else "one seed: no interval")
-    ax.set(xlabel="Δm (%)  ↑ higher is better", title=f"Δm vs {reference} ({what})")
+    what = ("bars: 95 % paired t-interval over seeds; dashed: it includes 0, not judged real" if intervals
+            else "bars: std over seeds" if np.any(high > low) else "one seed: no interval")
+    ax.set(xlabel="Δm (%)  ↑ higher is better", title=f"Δm vs {reference}\n{what}")
     return _save(fig, out, stem)
 
 
@@ -299,22 +301,29 @@ def pareto_front(points: Iterable[tuple[float, float]]) -> list[tuple[float, flo
 @_styled
 def tradeoff(rows: Sequence[Mapping[str, Any]], out: Path, cost_key: str = "gflops", cost_label: str = "GFLOPs",
              colours: Mapping[str, Any] | None = None) -> list[Path]:
-    """``tradeoff_<cost_key>``: Δm (%) against inference cost per method, labelled, with the Pareto front.
+    """``tradeoff_<cost_key>``: Δm (%) against inference cost per method, labelled, with the Pareto front (drawn
+    and named in the legend when it joins two points or more).
 
-    Rows without the cost or without Δm are left out. The x axis is logarithmic when costs span over a decade.
+    Rows without the cost or without Δm are left out; a row with ``reference: True`` (the single-task models) is a
+    black square, not a method colour. The x axis is logarithmic when costs span over a decade.
     """
-    points = [(str(r["label"]), cost, dm, _number(r.get("dm_std")) or 0.0) for r in rows
-              if (cost := _number(r.get(cost_key))) is not None and (dm := _number(r.get("dm"))) is not None]
+    kept = [r for r in rows if _number(r.get(cost_key)) is not None and _number(r.get("dm")) is not None]
+    points = [(str(r["label"]), _number(r[cost_key]), _number(r["dm"]), _number(r.get("dm_std")) or 0.0)
+              for r in kept]
     if not points:
         return []
-    colours = {**method_colours(p[0] for p in points), **(colours or {})}
+    references = {str(r["label"]) for r in kept if r.get("reference")}
+    colours = {**method_colours(p[0] for p in points if p[0] not in references), **(colours or {})}
     fig = _figure(8, 5.5)
     ax = fig.subplots()
     ax.axhline(0, color="0.5", lw=0.8)
     for label, cost, dm, std in points:
-        ax.errorbar(cost, dm, yerr=std or None, fmt="o", ms=7, color=colours[label], capsize=3, zorder=3)
+        reference = label in references
+        ax.errorbar(cost, dm, yerr=std or None, fmt="s" if reference else "o", ms=7, capsize=3, zorder=3,
+                    color="black" if reference else colours[label], label=label if reference else None)
     front = pareto_front((cost, dm) for _, cost, dm, _ in points)
-    ax.step(*zip(*front), where="post", color="0.35", ls="--", lw=1.2, label="Pareto front", zorder=2)
+    if len(front) > 1:
+        ax.step(*zip(*front), where="post", color="0.35", ls="--", lw=1.2, label="Pareto front", zorder=2)
     costs = [cost for _, cost, _, _ in points]
     if min(costs) > 0 and max(costs) / min(costs) > 10:
         ax.set_xscale("log")
@@ -322,7 +331,8 @@ def tradeoff(rows: Sequence[Mapping[str, Any]], out: Path, cost_key: str = "gflo
         ax.xaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
         ax.xaxis.set_minor_formatter(NullFormatter())
     ax.margins(0.12)
-    ax.legend(loc="best")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="best")
     ax.set(xlabel=f"inference cost ({cost_label}, lower is better)", ylabel="Δm (%)  ↑ higher is better",
            title=f"Δm vs {cost_label} (mean ± std over seeds)")
     _label_points(fig, ax, [(label, cost, dm, std) for label, cost, dm, std in points], front)
@@ -344,7 +354,8 @@ def _label_points(fig: Figure, ax: Axes, points: Sequence[tuple[str, float, floa
     fig.set_layout_engine("none")
     renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
     frame = ax.get_window_extent(renderer)
-    taken = _obstacles(ax, points, front) + [ax.get_legend().get_window_extent(renderer)]
+    legend = ax.get_legend()
+    taken = _obstacles(ax, points, front) + ([legend.get_window_extent(renderer)] if legend else [])
     for label, x, y, _ in points:
         best = None
         for dx, dy, ha, va in _LABEL_SPOTS:

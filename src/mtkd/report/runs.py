@@ -134,6 +134,17 @@ def study_order(root: Path) -> Callable[[MethodRuns], int]:
     return lambda g: methods.index(g.label) if g.label in methods else len(methods)
 
 
+def study_failures(root: Path) -> dict[str, str]:
+    """``{run folder: why}`` for the runs a study (``root/study.json``) recorded as failed or skipped."""
+    index = Path(root) / "study.json"
+    try:
+        records = json.loads(index.read_text())["runs"] if index.is_file() else []
+    except (ValueError, KeyError, TypeError):
+        return {}
+    return {str(r["run"]): f"{r['status']}: {r.get('error', 'no error recorded')}" for r in records
+            if isinstance(r, dict) and r.get("status") in ("failed", "skipped") and "run" in r}
+
+
 def test_data(config: dict[str, Any]) -> str:
     """Which test split a run is scored on: the dataset, its folder, and for rooms the render parameters."""
     data = config["data"]

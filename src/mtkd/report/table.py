@@ -259,11 +259,28 @@ def grid(rows: list[Row], mark: Callable[[str], str] = str, pm: str = " ± ") ->
     return ["method"] + [c.title for c in cols], body
 
 
-def html_table(rows: list[Row]) -> str:
+def html_table(rows: list[Row], width: int = 9) -> str:
+    """The table as several HTML tables that fit a 1400 px page: Δm and costs first, then the metrics, a task's
+    metrics kept together, at most ``width`` value columns each (a task with more gets a table of its own)."""
     header, body = grid(rows, mark=lambda s: f"<b>{s}</b>")
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    cells = "".join("<tr>" + "".join(f"<td>{c if c.startswith('<b>') else html.escape(c)}</td>" for c in r) + "</tr>"
-                    for r in body)
+    cols = columns(rows)
+    summary = [i for i, c in enumerate(cols, 1) if c.metric is None]
+    by_task: dict[str, list[int]] = {}
+    for i, c in enumerate(cols, 1):
+        if c.metric is not None:
+            by_task.setdefault(c.key.split("/")[0], []).append(i)
+    parts = [summary]
+    for indices in by_task.values():
+        if len(parts) == 1 or len(parts[-1]) + len(indices) > width:
+            parts.append([])
+        parts[-1] += indices
+    return "".join(_html_part(header, body, [0, *part]) for part in parts if part)
+
+
+def _html_part(header: list[str], body: list[list[str]], keep: list[int]) -> str:
+    head = "".join(f"<th>{html.escape(header[i])}</th>" for i in keep)
+    cells = "".join("<tr>" + "".join(f"<td>{r[i] if r[i].startswith('<b>') else html.escape(r[i])}</td>" for i in keep)
+                    + "</tr>" for r in body)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>"
 
 
