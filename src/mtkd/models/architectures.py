@@ -5,6 +5,9 @@
 - ``"shared"``: hard parameter sharing — one backbone + FPN neck, one head per task (multitask.py).
 - ``"cross_stitch"``: one backbone copy per task linked by cross-stitch units (Misra et al. 2016; cross_stitch.py).
 - ``"mtan"``: shared backbone + per-task soft-attention modules (Liu et al. 2019; mtan.py).
+- Decoder-focused (decoder_base.py; HRNet-V2 concatenation, initial predictions as deep supervision):
+  ``"pad_net"`` (Xu et al. 2018; pad_net.py), ``"mti_net"`` (Vandenhende et al. 2020; mti_net.py),
+  ``"atrc"`` (Brüggemann et al. 2021; atrc.py, ``arch_options: {preset: nyud | pascal_context | global}``).
 
 ``build_model_from_config`` is the one way a run's ``model`` section becomes a model (the LightningModule,
 ``load_model``, teachers given as weights, OKD's single-task nets), so every config key reaches every caller.
@@ -18,16 +21,23 @@ from typing import Any
 from torch import nn
 
 from mtkd.config import DEFAULTS
+from mtkd.models.atrc import ATRC
 from mtkd.models.backbones import Backbone
 from mtkd.models.cross_stitch import CrossStitchModel
 from mtkd.models.mtan import MTANModel
+from mtkd.models.mti_net import MTINet
+from mtkd.models.pad_net import PADNet
 from mtkd.models.multitask import MultiTaskModel
-from mtkd.registry import Registry
+from mtkd.errors import MtkdError, first_line
+from mtkd.registry import Registry, construct
 
 ARCHITECTURES = Registry("architecture")
 ARCHITECTURES.register("shared")(MultiTaskModel)
 ARCHITECTURES.register("cross_stitch")(CrossStitchModel)
 ARCHITECTURES.register("mtan")(MTANModel)
+ARCHITECTURES.register("pad_net")(PADNet)
+ARCHITECTURES.register("mti_net")(MTINet)
+ARCHITECTURES.register("atrc")(ATRC)
 
 
 def build_model(arch: str, backbone: str | Backbone, tasks: dict[str, int], **kw) -> nn.Module:
@@ -43,9 +53,16 @@ def build_model_from_config(model_cfg: Mapping[str, Any], task_channels: Mapping
     """
     m = {**DEFAULTS["model"], **dict(model_cfg)}
     arch_options = dict(m.get("arch_options") or {})  # the architecture's own options (e.g. ATRC's context preset)
-    return build_model(m["arch"], m["backbone"], {t: int(c) for t, c in task_channels.items()}, head=m["head"],
-                       decoder_channels=m["decoder_channels"], pretrained=m["pretrained"],
-                       head_options=m["head_options"], backbone_options=m["backbone_options"], **arch_options)
+    context = dict(head=m["head"], decoder_channels=m["decoder_channels"], pretrained=m["pretrained"],
+                   head_options=m["head_options"], backbone_options=m["backbone_options"])
+    tasks = {t: int(c) for t, c in task_channels.items()}
+    try:  # the options are the user's: a wrong name or value is one line, not a traceback
+        return construct("architecture", m["arch"], ARCHITECTURES.get(m["arch"]), (m["backbone"], tasks), arch_options,
+                         context)
+    except (TypeError, ValueError) as err:
+        if not (m["head_options"] or m["backbone_options"]):
+            raise
+        raise MtkdError(f"model.head_options / model.backbone_options: {first_line(err)}") from None
 
 
 __all__ = ["ARCHITECTURES", "build_model", "build_model_from_config"]
