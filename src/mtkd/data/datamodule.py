@@ -19,6 +19,7 @@ n_test, height, width, seed; idempotent) into ``root``, or ``{data_dir or ~/.cac
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -96,7 +97,8 @@ class MultiTaskDataModule(L.LightningDataModule):
             from mtkd.data.rooms import write_rooms
 
             r = self.rooms
-            write_rooms(self.root, r["n_train"], r["n_test"], r["height"], r["width"], r["seed"], progress=False)
+            write_rooms(self.root, r["n_train"], r["n_test"], r["height"], r["width"], r["seed"],
+                        progress=sys.stdout.isatty())  # a bar on a terminal; nothing in a log file
 
     def _make(self, split: str, indices: Sequence[int] | None, transform: Any) -> FolderDataset:
         return FolderDataset(self.root, split, self.tasks, self.folders, indices, transform,

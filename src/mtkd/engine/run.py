@@ -16,7 +16,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -26,6 +26,7 @@ from mtkd.config import to_dict
 from mtkd.data.datamodule import MultiTaskDataModule
 from mtkd.engine.checkpoint_io import AtomicCheckpointIO, load_checkpoint
 from mtkd.engine.module import MultiTaskModule
+from mtkd.engine.progress import ProgressBar
 from mtkd.errors import MtkdError
 from mtkd.lock import LOCK, FolderLock
 from mtkd.paths import inside, output_folder
@@ -114,7 +115,7 @@ def make_trainer(cfg: dict[str, Any], run_dir: Path, callbacks: list[Any] = ()) 
         loggers.append(TensorBoardLogger(run_dir, name="tensorboard"))
     except ImportError:
         pass
-    bar = [RichProgressBar(leave=False)] if t["progress_bar"] else []
+    bar = [ProgressBar(leave=False)] if t["progress_bar"] else []
     return L.Trainer(
         default_root_dir=run_dir, max_epochs=t["max_epochs"], max_steps=t["max_steps"],
         accelerator=t["accelerator"], devices=t["devices"], num_nodes=t["num_nodes"], strategy=t["strategy"],
