@@ -36,7 +36,7 @@ from mtkd.data.folder import DEFAULT_FOLDERS, dataset_info
 from mtkd.data.input_size import input_size
 from mtkd.data.transforms import Normalize
 from mtkd.engine.checkpoint_io import load_model
-from mtkd.errors import MtkdError
+from mtkd.errors import MtkdError, first_line
 from mtkd.paths import inside, output_folder
 from mtkd.visualize import CLASS_TASKS, add_legend, colorize, to_prediction
 
@@ -93,12 +93,21 @@ def read_image(path: Path) -> Image.Image:
         raise MtkdError(f"{path}: no such file")
     try:
         with Image.open(path) as im:
-            return ImageOps.exif_transpose(im).convert("RGB")
+            return to_rgb8(ImageOps.exif_transpose(im))
     except UnidentifiedImageError:
         raise MtkdError(f"{path}: not an image format Pillow reads") from None
     except Exception as err:  # noqa: BLE001 - Pillow raises many types for broken files; each means "unreadable"
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise MtkdError(f"{path}: cannot read image ({reason})") from None
+        raise MtkdError(f"{path}: cannot read image ({first_line(err)})") from None
+
+
+def to_rgb8(image: Image.Image) -> Image.Image:
+    """8-bit RGB; 16-bit grayscale (``I;16``, or ``I`` as PNG opens it) is scaled by its bit depth — Pillow's own
+    ``convert`` clips it at 255, an all-white picture — and float grayscale (``F``) is read as [0, 1]."""
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        a = np.asarray(image, dtype=np.float64)
+        scale = 1.0 if image.mode == "F" else 65535.0 if a.max() <= 65535 else float(a.max())
+        image = Image.fromarray(np.clip(np.round(a / scale * 255.0), 0, 255).astype(np.uint8), "L")
+    return image.convert("RGB")
 
 
 def model_input(image: Image.Image, size: tuple[int, int] | None) -> torch.Tensor:
