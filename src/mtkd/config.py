@@ -52,6 +52,7 @@ class DataConfig:
     num_workers: int = num(0, ge=0)
     val_fraction: float = num(0.1, ge=0, lt=1)  # held out of train for model selection
     select_on: str = choice("val", "test")  # val (held-out) | test (what the reference codebases do; flatters)
+    feedback_fraction: float = num(0.0, ge=0, lt=1)  # held out of train, never trained or selected on (JointDistill)
     augment: bool = True
     seed: int = 0
     rooms: Dict[str, Any] = mapping(n_train=800, n_test=200, height=96, width=128)
@@ -67,6 +68,7 @@ class ModelConfig:
     backbone_options: Dict[str, Any] = mapping()  # backbone kwargs, e.g. {dynamic_img_size: true} for timm ViTs
     head: Any = "fpn"  # one head for every task, or {task: head}, e.g. {semseg: mask_seg, depth: mask_reg, ...}
     head_options: Dict[str, Any] = mapping()  # {head name: {option: value}}, e.g. {mask_reg: {n_queries: 64}}
+    arch_options: Dict[str, Any] = mapping()  # the architecture's own options (e.g. ATRC's context preset)
     decoder_channels: int = num(64, ge=1)
     pretrained: Any = False  # false | true (download, timm) | path to a weights file
 

@@ -42,7 +42,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from mtkd.errors import MtkdError
+from mtkd.errors import MtkdError, first_line
 
 __all__ = ["DEFAULT_FOLDERS", "FolderDataset", "dataset_info", "read_npy_header"]
 
@@ -65,9 +65,9 @@ def read_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
             else:
                 shape, _, dtype = np.lib.format.read_array_header_2_0(f)
     except OSError as e:
-        raise MtkdError(f"{path}: cannot be read ({e.strerror or e})")
-    except Exception as e:
-        raise MtkdError(f"{path}: not a valid .npy file ({type(e).__name__}: {e})")
+        raise MtkdError(f"{path}: cannot be read ({e.strerror or first_line(e)})") from None
+    except Exception as e:  # noqa: BLE001 - numpy raises many types for a corrupt header
+        raise MtkdError(f"{path}: not a valid .npy file ({type(e).__name__}: {first_line(e)})") from None
     return tuple(shape), np.dtype(dtype)
 
 
@@ -126,7 +126,7 @@ def dataset_info(root: str | os.PathLike) -> dict[str, Any]:
             if not d.is_dir():
                 continue
             for p in d.glob("*.npy"):
-                arr = np.load(p, mmap_mode="r", allow_pickle=False)
+                arr = read_npy(p, mmap=True)
                 if arr.size:
                     m = np.nanmax(arr)
                     if np.isfinite(m):
@@ -296,14 +296,15 @@ class FolderDataset(torch.utils.data.Dataset):
         return self.transform(sample) if self.transform is not None else sample
 
 
-def read_npy(path: Path) -> np.ndarray:
-    """``np.load`` without pickles; a missing or unreadable file is one clear line naming it."""
+def read_npy(path: Path, mmap: bool = False) -> np.ndarray:
+    """``np.load`` without pickles (memory-mapped with ``mmap``); a missing or unreadable file is one clear line
+    naming it."""
     try:
-        return np.load(path, allow_pickle=False)
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except FileNotFoundError:
-        raise MtkdError(f"{path}: missing")
-    except Exception as e:
-        raise MtkdError(f"{path}: not a readable .npy ({type(e).__name__}: {e})")
+        raise MtkdError(f"{path}: missing") from None
+    except Exception as e:  # noqa: BLE001 - numpy raises many types for a corrupt file
+        raise MtkdError(f"{path}: not a readable .npy ({type(e).__name__}: {first_line(e)})") from None
 
 
 def _numeric(path: Path, dtype: np.dtype) -> None:
