@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from mtkd.atomic import write_text
 from mtkd.errors import MtkdError
 from mtkd.report import html as page
 from mtkd.report import significance
@@ -223,7 +224,7 @@ def build_report(root: str | Path, out: str | Path | None = None, n_images: int 
         for name_, content in (("table.md", markdown_table(rows)), ("table.csv", csv_table(rows)),
                                ("table.tex", latex_table(rows, caption=text)),
                                ("significance.csv", significance_csv(rows))):
-            (folder / name_).write_text(content)
+            write_text(folder / name_, content)
             files.append(folder / name_)
         log(f"{name}: {len(members)} methods, drawing figures")
         figs = figures(members, rows, folder, n_images)
@@ -231,5 +232,5 @@ def build_report(root: str | Path, out: str | Path | None = None, n_images: int 
         sections.append(page.Section(name, text, html_table(rows), figs, significance_html(rows)))
     html_path = out / "report.html"
     intro = f"{sum(len(g.runs) for g in groups)} finished runs under {root.resolve()}."
-    html_path.write_text(page.render(f"mtkd report: {root.name}", intro, sections, incomplete))
+    write_text(html_path, page.render(f"mtkd report: {root.name}", intro, sections, incomplete))
     return Report(html_path, tables, [*files, html_path], incomplete)

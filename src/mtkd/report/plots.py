@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter, StrMethodFormatter
 from matplotlib.transforms import Bbox
 
+from mtkd.atomic import write_atomic
 from mtkd.metrics import METRIC_DIRECTIONS
 from mtkd.tasks import TASKS
 
@@ -160,8 +161,8 @@ def _save(fig: Figure, out: Path, stem: str) -> list[Path]:
     """``<stem>.png`` and ``<stem>.pdf`` in ``out`` (created); the PDF carries no date so rebuilding is byte-stable."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
-    fig.savefig(paths[0])
-    fig.savefig(paths[1], metadata={"CreationDate": None})
+    write_atomic(paths[0], lambda f: fig.savefig(f, format="png"))
+    write_atomic(paths[1], lambda f: fig.savefig(f, format="pdf", metadata={"CreationDate": None}))
     return paths
 
 
