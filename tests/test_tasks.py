@@ -98,3 +98,44 @@ def test_deep_supervision_folds_aux_terms_into_the_task_loss():
                           by_hand[target >= 0].mean(), atol=1e-6)
     total.backward()
     assert coarse.grad is not None and coarse.grad.abs().sum() > 0
+
+
+# ---------------------------------------------------------------- task facts have one owner (mtkd.tasks)
+def _weighted_bce(logits, y, pos_weight):
+    x = logits.astype(np.float64)
+    w = np.where(y > 0.5, pos_weight, 1 - pos_weight)
+    return np.mean(w * (np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x)))))
+
+
+def test_task_kinds_and_the_files_that_read_them():
+    from mtkd.distill.losses.cauchy_schwarz import SEGMENTATION_TASKS
+    from mtkd.tasks import TASKS
+    import mtkd.weighting as W
+
+    kinds = {name: spec.kind for name, spec in TASKS.items()}
+    assert kinds == {"semseg": "classes", "parts": "classes", "edge": "binary", "sal": "binary",
+                     "depth": "regression", "normal": "regression"}
+    assert SEGMENTATION_TASKS == {"semseg", "parts"} and SEGMENTATION_TASKS <= set(TASKS)  # no "human_parts"
+    # UW: exp(−s)L for every cross-entropy task (semseg, parts, edge, sal), ½exp(−s)L for regression
+    tasks = ["semseg", "parts", "sal", "edge", "depth", "normal"]
+    w = W.get("uw", tasks=tasks).backward({t: torch.tensor(1.0, requires_grad=True) for t in tasks})
+    assert w == {"semseg": 1.0, "parts": 1.0, "sal": 1.0, "edge": 1.0, "depth": 0.5, "normal": 0.5}
+
+
+def test_edge_pos_weight_reaches_every_network_a_method_trains():
+    """loss.edge_pos_weight = 0.7 scores edges in OKD's single-task nets and JointDistill's connector too."""
+    from mtkd.distill import build_distiller
+
+    g = torch.Generator().manual_seed(3)
+    pred = torch.randn(2, 1, 6, 7, generator=g)
+    target = (torch.rand(2, 1, 6, 7, generator=g) > 0.8).float()
+    want = _weighted_bce(pred.numpy(), target.numpy(), 0.7)
+    channels = {"semseg": 4, "edge": 1}
+    taps = {"stage1": (8, 2), "shared": (16, 4)}
+    okd = build_distiller("okd", list(channels), taps, {}, {"afd": False, "otw": False},
+                          model_config={"backbone": "tiny", "decoder_channels": 8}, task_channels=channels,
+                          edge_pos_weight=0.7)
+    jd = build_distiller("jointdistill", list(channels), taps, {t: taps for t in channels}, {"trajectory_weight": 0},
+                         task_channels=channels, edge_pos_weight=0.7)
+    for d in (okd, jd):
+        assert d.specs["edge"].loss(pred, target).item() == pytest.approx(want, rel=1e-6)

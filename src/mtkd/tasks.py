@@ -7,7 +7,7 @@ invalid target) contributes nothing, and a batch with no valid pixel gives a zer
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import torch
@@ -84,6 +84,9 @@ class TaskSpec:
     loss: Callable[[Tensor, Tensor], Tensor]
     metrics: Callable[[int], Metric]  # split-level accumulator given the task's output channels
     monitor: str  # the metric shown first in tables
+    #: "classes" (softmax over C classes, cross-entropy: semseg, parts), "binary" (one sigmoid logit, binary
+    #: cross-entropy: edge, sal) or "regression" (depth, normal): what losses, UW and distillers derive from
+    kind: str = "regression"
 
 
 def _semseg_metrics(channels: int) -> Metric:
@@ -108,12 +111,12 @@ def _saliency_metrics(channels: int) -> Metric:
 
 # Module-level functions only (no lambdas or closures): specs are pickled when DDP spawns processes.
 TASKS: dict[str, TaskSpec] = {
-    "semseg": TaskSpec("semseg", semseg_loss, _semseg_metrics, "mIoU"),
+    "semseg": TaskSpec("semseg", semseg_loss, _semseg_metrics, "mIoU", "classes"),
     "depth": TaskSpec("depth", depth_loss, _depth_metrics, "abs_err"),
     "normal": TaskSpec("normal", normal_loss, _normal_metrics, "mean"),
-    "edge": TaskSpec("edge", edge_loss, _edge_metrics, "F"),
-    "sal": TaskSpec("sal", saliency_loss, _saliency_metrics, "maxF"),
-    "parts": TaskSpec("parts", semseg_loss, _semseg_metrics, "mIoU"),  # human parts: CE, mIoU
+    "edge": TaskSpec("edge", edge_loss, _edge_metrics, "F", "binary"),
+    "sal": TaskSpec("sal", saliency_loss, _saliency_metrics, "maxF", "binary"),
+    "parts": TaskSpec("parts", semseg_loss, _semseg_metrics, "mIoU", "classes"),  # human parts: CE, mIoU
 }
 
 
@@ -142,5 +145,10 @@ def get_task(name: str, edge_pos_weight: float = 0.95) -> TaskSpec:
         raise suggest(name, TASKS, "task")
     spec = TASKS[name]
     if name == "edge" and edge_pos_weight != 0.95:
-        spec = TaskSpec("edge", partial(edge_loss, pos_weight=edge_pos_weight), spec.metrics, spec.monitor)
+        spec = replace(spec, loss=partial(edge_loss, pos_weight=edge_pos_weight))
     return spec
+
+
+def tasks_of_kind(*kinds: str) -> tuple[str, ...]:
+    """The task names whose ``kind`` is one of ``kinds`` (e.g. ``tasks_of_kind("classes")`` = semseg, parts)."""
+    return tuple(name for name, spec in TASKS.items() if spec.kind in kinds)

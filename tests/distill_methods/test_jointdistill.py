@@ -1,12 +1,15 @@
 """JointDistill (seed 001): connector, feedback teacher weights (callback), knowledge trajectories."""
 
 import csv
+import hashlib
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
-from mtkd.config import load_config
+from mtkd.config import load_config, to_dict
+from mtkd.engine.module import MultiTaskModule
 from mtkd.distill import build_distiller
 from mtkd.distill.feedback import FeedbackWeights
 from mtkd.distill.losses import kd_loss, prediction_loss
@@ -36,8 +39,14 @@ def outs(seed, b=2, h=32, w=48):
 
 def fake_trainer(epoch, miou, abs_err):
     return SimpleNamespace(sanity_checking=False, current_epoch=epoch, logger=None, global_step=epoch,
-                           callback_metrics={"val/semseg/mIoU": torch.tensor(miou),
-                                             "val/depth/abs_err": torch.tensor(abs_err)})
+                           feedback={"semseg": miou, "depth": abs_err})
+
+
+def callback(d):
+    """The feedback callback with its measurement on the feedback split replaced by the fake trainer's values."""
+    cb = FeedbackWeights(d)
+    cb.measure = lambda trainer, module, teachers: {"student": dict(trainer.feedback)}
+    return cb
 
 
 def test_forward_connector_losses_and_weighted_kd():
@@ -70,7 +79,7 @@ def test_feedback_formula_golden_values():
 def test_weights_change_only_at_timeframe_boundaries_and_never_below_w_min():
     d = make(trajectory_weight=0.0, timeframe=2, center=False, alpha=0.2)
     d.teacher_metric.copy_(torch.tensor([50.0, 0.5]))
-    cb = FeedbackWeights(d)
+    cb = callback(d)
     module = SimpleNamespace(teachers=object())  # teacher metric already measured: the set is never run
     history = []
     for epoch in range(6):
@@ -87,15 +96,11 @@ def test_weights_change_only_at_timeframe_boundaries_and_never_below_w_min():
     # a student far behind: w is clamped at w_min (no collapse to 0), never below it
     d = make(trajectory_weight=0.0, center=False, alpha=2.0, w_min=0.1)
     d.teacher_metric.copy_(torch.tensor([50.0, 0.5]))
-    cb = FeedbackWeights(d)
+    cb = callback(d)
     for epoch in range(4):
         cb.on_validation_end(fake_trainer(epoch, 1.0, 5.0), module)
         assert bool((d.teacher_weights >= 0.1).all()) and bool((d.teacher_weights <= d.w_max).all())
     torch.testing.assert_close(d.teacher_weights, torch.tensor([0.1, 0.1]))
-    with pytest.raises(MtkdError, match="val/semseg/mIoU"):
-        t = fake_trainer(7, 1.0, 1.0)
-        t.callback_metrics.pop("val/semseg/mIoU")
-        cb.on_validation_end(t, module)
 
 
 def test_state_dict_round_trip_continues_exactly():
@@ -125,15 +130,50 @@ def test_bad_options_are_refused():
             make(**bad)
 
 
+def _image_hashes(dataset):
+    return {hashlib.sha1(dataset[i]["image"].numpy().tobytes()).hexdigest() for i in range(len(dataset))}
+
+
 @pytest.mark.slow
 def test_two_epoch_run_with_the_feedback_callback(tmp_path):
+    """End to end, recording every image that enters the training path (a student forward with grad enabled — the
+    training batches and the trajectory probes — and the teachers' inputs inside training steps, whose outputs are
+    the KD targets): all of them are training images; no selection, feedback or test image reaches a gradient, while
+    the feedback images are evaluated (no grad) by the feedback."""
+    from mtkd.data.datamodule import MultiTaskDataModule
+    from mtkd.distill.teachers import TeacherSet
+    from mtkd.engine.run import build_datamodule
+    from mtkd.models import MultiTaskModel
+
     for t in CH:
         train(load_config(None, tiny(tmp_path, f"name=single_{t}", f"data.tasks=[{t}]")))
     teach = [f"distill.teachers.{t}={tmp_path / 'runs' / f'single_{t}'}" for t in CH]
-    res = train(load_config(None, tiny(
-        tmp_path, "name=jd", "data.tasks=[semseg,depth]", "data.val_fraction=0.15", "trainer.max_epochs=2",
-        "distill.name=jointdistill", *teach, "distill.options.num_probes=2", "distill.options.grid=[8,12]",
-        "distill.options.channels=16")))
+    overrides = tiny(tmp_path, "name=jd", "data.tasks=[semseg,depth]", "data.feedback_fraction=0.25",
+                     "data.augment=false", "trainer.max_epochs=2", "distill.name=jointdistill", *teach,
+                     "distill.options.num_probes=2", "distill.options.grid=[8,12]", "distill.options.channels=16")
+    seen = {"grad": set(), "no_grad": set()}
+
+    def record(module, args):
+        if isinstance(module, (MultiTaskModel, TeacherSet)):
+            key = "grad" if torch.is_grad_enabled() else "no_grad"
+            seen[key] |= {hashlib.sha1(x.detach().cpu().numpy().tobytes()).hexdigest() for x in args[0]}
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(record)
+    try:
+        res = train(load_config(None, overrides))
+    finally:
+        handle.remove()
+    dm = build_datamodule(to_dict(load_config(None, overrides)))
+    assert isinstance(dm, MultiTaskDataModule)
+    dm.setup("fit")
+    splits = {"train": dm.train_set, "selection": dm.val_set, "feedback": dm.feedback_set, "test": dm.test_set}
+    hashes = {k: _image_hashes(v) for k, v in splits.items()}
+    ids = [set(dm.train_indices), set(dm.val_indices), set(dm.feedback_indices)]
+    assert all(not (a & b) for i, a in enumerate(ids) for b in ids[i + 1:]) and len(dm.feedback_indices) == 3
+    assert seen["grad"] and seen["grad"] <= hashes["train"]
+    for held_out in ("selection", "feedback", "test"):
+        assert not (seen["grad"] & hashes[held_out]), held_out
+    assert hashes["feedback"] <= seen["no_grad"]  # the feedback was measured on its own split
     assert res["epochs"] == 2
     ckpt = load_checkpoint(tmp_path / "runs" / "jd" / "checkpoints" / "last.ckpt")
     state = ckpt["state_dict"]
@@ -142,7 +182,8 @@ def test_two_epoch_run_with_the_feedback_callback(tmp_path):
     assert state["distiller.trajectories.length"].tolist() == [[ckpt["epoch"] + 1] * 2]
     assert not torch.equal(state["distiller.teacher_weights"], torch.ones(2))
     assert bool(torch.isfinite(state["distiller.teacher_metric"]).all())
-    assert tuple(state["distiller.probe_images"].shape) == (2, 3, 32, 48)
+    probes = {hashlib.sha1(x.numpy().tobytes()).hexdigest() for x in state["distiller.probe_images"]}
+    assert len(probes) == 2 and probes <= hashes["train"]
     rows = list(csv.DictReader((tmp_path / "runs" / "jd" / "logs" / "version_0" / "metrics.csv").open()))
     weights = [(float(r["feedback/weight/semseg"]), float(r["feedback/weight/depth"]))
                for r in rows if r.get("feedback/weight/semseg")]
@@ -150,3 +191,36 @@ def test_two_epoch_run_with_the_feedback_callback(tmp_path):
     assert all(min(w) >= 0.1 for w in weights)
     for name in ("train/kd/kd/semseg", "train/kd/connector/depth", "train/kd/trajectory"):
         assert any(r.get(name) for r in rows), name
+    # configurations that would let a held-out split steer training are refused before training
+    for bad, match in ((["data.select_on=test"], "select_on=test"), (["data.feedback_fraction=0"], "feedback split")):
+        cfg = load_config(None, [*overrides, "name=jd_bad", *bad])
+        with pytest.raises(MtkdError, match=match):
+            MultiTaskModule(to_dict(cfg), {"semseg": 8, "depth": 1})
+
+
+def test_feedback_scores_each_task_with_its_own_class_count():
+    """parts (7 classes) beside semseg (3): each metric has its task's channels (the semseg count would drop or
+    crash on parts ids ≥ 3); the value is mIoU from a NumPy confusion matrix over the feedback batch."""
+    channels = {"semseg": 3, "parts": 7}
+    taps = {"shared": (16, 4)}
+    d = build_distiller("jointdistill", list(channels), taps, {t: taps for t in channels}, {"trajectory_weight": 0},
+                        task_channels=channels)
+    g = torch.Generator().manual_seed(5)
+    preds = {t: torch.randn(2, c, 6, 8, generator=g) for t, c in channels.items()}
+    batch = {"image": torch.zeros(2, 3, 6, 8), **{t: torch.randint(-1, c, (2, 6, 8), generator=g)
+                                                   for t, c in channels.items()}}
+
+    class Student(torch.nn.Module):
+        def forward(self, image):
+            return Output(preds, {})
+
+    trainer = SimpleNamespace(datamodule=SimpleNamespace(feedback_dataloader=lambda: [batch]))
+    module = SimpleNamespace(model=Student(), device=torch.device("cpu"))
+    got = FeedbackWeights(d).measure(trainer, module, teachers=False)["student"]
+    for t, c in channels.items():
+        p, y = preds[t].argmax(1).numpy().ravel(), batch[t].numpy().ravel()
+        p, y = p[y >= 0], y[y >= 0]
+        cm = np.zeros((c, c))
+        np.add.at(cm, (y, p), 1)
+        inter, union = np.diag(cm), cm.sum(0) + cm.sum(1) - np.diag(cm)
+        assert got[t] == pytest.approx(100 * np.mean(inter[union > 0] / union[union > 0]), rel=1e-5)

@@ -4,6 +4,11 @@ Splits. The MTAN ``train`` folder is split by a permutation seeded with ``seed``
 one sample) becomes the **validation** split used for model selection (checkpoint choice, early stopping), the rest
 is trained on. The MTAN ``val`` folder is the **test** split, reported once at the end.
 
+``feedback_fraction`` (default 0) holds out a third part of the MTAN ``train`` folder, disjoint from both: the
+**feedback** split, for methods that adapt training from held-out measurements (JointDistill's teacher weights,
+seed 001's 15 %). It is only ever evaluated (no gradient reaches the student from it), never selected on, never
+trained on; ``feedback_dataloader()`` serves it un-augmented.
+
 ``select_on="test"`` reproduces the reference codebases (MTAN, LibMTL, ...): training uses the whole ``train``
 folder and the validation loader *is* the test split, so the model is selected on the numbers it is reported on.
 That flatters results (selection bias) and is offered only to reproduce published tables.
@@ -44,7 +49,8 @@ class MultiTaskDataModule(L.LightningDataModule):
                  val_fraction: float = 0.1, select_on: str = "val", augment: bool = True, seed: int = 0,
                  rooms: dict[str, int] | None = None, folders: dict[str, str] | None = None,
                  depth_from_disparity: bool = False, limit_train: int | None = None,
-                 data_dir: str | None = None, num_classes: int | None = None) -> None:
+                 data_dir: str | None = None, num_classes: int | None = None,
+                 feedback_fraction: float = 0.0) -> None:
         super().__init__()
         if dataset not in ("rooms", "folder"):
             raise MtkdError(f"dataset {dataset!r}: must be 'rooms' or 'folder'")
@@ -52,6 +58,9 @@ class MultiTaskDataModule(L.LightningDataModule):
             raise MtkdError(f"select_on {select_on!r}: must be 'val' or 'test'")
         if not 0.0 <= val_fraction < 1.0:
             raise MtkdError(f"val_fraction {val_fraction}: must be in [0, 1)")
+        if not 0.0 <= feedback_fraction < 1.0 or val_fraction + feedback_fraction >= 1.0:
+            raise MtkdError(f"feedback_fraction {feedback_fraction}: must be in [0, 1) with val_fraction + "
+                            f"feedback_fraction < 1 (val_fraction {val_fraction})")
         if select_on == "val" and val_fraction == 0.0:
             raise MtkdError("val_fraction 0 with select_on='val': nothing to select on (use select_on='test' "
                             "to select on the test split, or val_fraction > 0)")
@@ -62,6 +71,7 @@ class MultiTaskDataModule(L.LightningDataModule):
         self.tasks = (tasks,) if isinstance(tasks, str) else tuple(tasks)
         self.dataset, self.batch_size, self.num_workers = dataset, int(batch_size), int(num_workers)
         self.val_fraction, self.select_on, self.augment, self.seed = float(val_fraction), select_on, augment, int(seed)
+        self.feedback_fraction = float(feedback_fraction)
         self.folders, self.depth_from_disparity, self.limit_train = folders, depth_from_disparity, limit_train
         self._num_classes_arg = num_classes
         if dataset == "rooms":
@@ -78,7 +88,8 @@ class MultiTaskDataModule(L.LightningDataModule):
             if root is None:
                 raise MtkdError("dataset='folder' needs root (the MTAN-layout folder)")
         self.root = Path(root).expanduser()
-        self.train_set = self.val_set = self.test_set = None
+        self.train_set = self.val_set = self.test_set = self.feedback_set = None
+        self.feedback_indices: list[int] = []
         self.train_indices: list[int] = []
         self._shuffle_gen = torch.Generator().manual_seed(self.seed)  # one stream: a rebuilt loader continues it
         self.val_indices: list[int] = []
@@ -106,18 +117,27 @@ class MultiTaskDataModule(L.LightningDataModule):
 
     def split_indices(self, n: int) -> tuple[list[int], list[int]]:
         """(train, validation) file ids of the MTAN train folder with ``n`` samples: disjoint, seeded."""
-        if self.select_on == "test":
-            train, val = list(range(n)), []
-        else:
-            if n < 2:
-                raise MtkdError(f"{self.root / 'train'}: {n} sample(s); need >= 2 to hold out a validation split")
-            n_val = min(n - 1, max(1, int(round(self.val_fraction * n))))
-            perm = np.random.default_rng([self.seed, 0x5A1]).permutation(n)
-            train, val = sorted(perm[n_val:].tolist()), sorted(perm[:n_val].tolist())
+        train, val, _ = self.split_all(n)
+        return train, val
+
+    def split_all(self, n: int) -> tuple[list[int], list[int], list[int]]:
+        """(train, validation, feedback) file ids of the MTAN train folder: disjoint, seeded. Validation takes the
+        first ``val_fraction`` of one seeded permutation, feedback the next ``feedback_fraction`` (so adding a
+        feedback split leaves the validation split as it was)."""
+        if self.select_on == "val" and n < 2:
+            raise MtkdError(f"{self.root / 'train'}: {n} sample(s); need >= 2 to hold out a validation split")
+        n_val = 0 if self.select_on == "test" else min(n - 1, max(1, int(round(self.val_fraction * n))))
+        n_fb = max(1, int(round(self.feedback_fraction * n))) if self.feedback_fraction > 0 else 0
+        if n - n_val - n_fb < 1:
+            raise MtkdError(f"{self.root / 'train'}: {n} sample(s); need more to hold out {n_val} validation and "
+                            f"{n_fb} feedback sample(s) and still train")
+        perm = np.random.default_rng([self.seed, 0x5A1]).permutation(n)
+        val, fb = sorted(perm[:n_val].tolist()), sorted(perm[n_val:n_val + n_fb].tolist())
+        train = sorted(perm[n_val + n_fb:].tolist())
         if self.limit_train is not None and self.limit_train < len(train):
             keep = np.random.default_rng([self.seed, 0x11]).permutation(len(train))[: self.limit_train]
             train = sorted(train[i] for i in keep)
-        return train, val
+        return train, val, fb
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
@@ -126,11 +146,13 @@ class MultiTaskDataModule(L.LightningDataModule):
             raise MtkdError(f"{self.root}: dataset folder does not exist"
                             + (" (call prepare_data() first)" if self.dataset == "rooms" else ""))
         full = self._make("train", None, None)
-        self.train_indices, self.val_indices = self.split_indices(len(full))
+        self.train_indices, self.val_indices, self.feedback_indices = self.split_all(len(full))
         train_tf = MultiTaskAugment(disparity=full.depth_is_disparity) if self.augment else Normalize()
         self.train_set = self._make("train", self.train_indices, train_tf)
         self.test_set = self._make("val", None, Normalize())
         self.val_set = self._make("train", self.val_indices, Normalize()) if self.val_indices else self.test_set
+        if self.feedback_indices:
+            self.feedback_set = self._make("train", self.feedback_indices, Normalize())
         for ds in (self.train_set, self.val_set, self.test_set):
             if ds.image_size is None and self.batch_size > 1:
                 sizes = sorted({ds.sizes[i] for i in ds.indices})
@@ -162,6 +184,19 @@ class MultiTaskDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         self._need()
         return self._loader(self.test_set, False)
+
+    def feedback_dataloader(self) -> DataLoader:
+        """The held-out feedback split, in file order, un-augmented (see ``feedback_fraction``)."""
+        self._need()
+        if self.feedback_set is None:
+            raise MtkdError("this run has no feedback split; set data.feedback_fraction > 0 (seed 001: 0.15)")
+        return self._loader(self.feedback_set, False)
+
+    def train_probe_images(self, n: int) -> torch.Tensor:
+        """The first ``n`` training images (file order), un-augmented: fixed images the student trains on anyway."""
+        self._need()
+        ds = self._make("train", self.train_indices[:n], Normalize())
+        return torch.stack([ds[i]["image"] for i in range(len(ds))])
 
     # ---------------------------------------------------------------------------------------- properties
     @property

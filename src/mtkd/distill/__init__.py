@@ -13,7 +13,7 @@ from mtkd.errors import MtkdError
 from mtkd.registry import construct
 
 
-CONTEXT = ("tasks", "student_taps", "teacher_taps", "model_config", "task_channels")
+CONTEXT = ("tasks", "student_taps", "teacher_taps", "model_config", "task_channels", "edge_pos_weight")
 
 
 def needs_teachers(name: str) -> bool:
@@ -33,21 +33,30 @@ def check_options(name: str, options: dict[str, Any] | None) -> None:
         raise MtkdError(f"distillation method {name!r} has no option {', '.join(unknown)}; valid: {', '.join(valid)}")
 
 
+def check_data(name: str, data: dict[str, Any]) -> None:
+    """Refuse a ``data`` section method ``name`` cannot run on safely (e.g. JointDistill without a feedback split, or
+    selecting on the test split), before teachers are loaded or anything is built."""
+    check = getattr(DISTILLERS.get(name), "check_data", None)
+    if check is not None:
+        check(data)
+
+
 def build_distiller(name: str, tasks: list[str], student_taps: dict, teacher_taps: dict,
                     options: dict[str, Any] | None = None, model_config: dict[str, Any] | None = None,
-                    task_channels: dict[str, int] | None = None) -> Distiller:
+                    task_channels: dict[str, int] | None = None, edge_pos_weight: float = 0.95) -> Distiller:
     """The distiller ``name`` with ``options``; an unknown option is refused with the valid ones.
 
-    ``model_config`` (the run's ``model`` section) and ``task_channels`` are passed to factories that declare
-    them, e.g. methods that build networks of their own.
+    ``model_config`` (the run's ``model`` section), ``task_channels`` and ``edge_pos_weight`` (the run's
+    ``loss.edge_pos_weight``: one owner for the edge loss of every network a method trains) are passed to factories
+    that declare them, e.g. methods that build networks or task losses of their own.
     """
     factory = DISTILLERS.get(name)
     options = dict(options or {})
     check_options(name, options)
     params = inspect.signature(factory).parameters
-    context = {"model_config": model_config, "task_channels": task_channels}
+    context = {"model_config": model_config, "task_channels": task_channels, "edge_pos_weight": edge_pos_weight}
     extra = {k: v for k, v in context.items() if k in params}
     return construct("distillation method", name, factory, (tasks, student_taps, teacher_taps), options, extra)
 
 
-__all__ = ["DISTILLERS", "Distiller", "build_distiller", "check_options", "needs_teachers"]
+__all__ = ["DISTILLERS", "Distiller", "build_distiller", "check_data", "check_options", "needs_teachers"]

@@ -25,8 +25,17 @@ Distillation (seed 001's "logit-based distillation")::
 connector head's output is scaled by w_t" (the target becomes ``w_t · c_t``; for segmentation that is a change of
 temperature, for regression a change of units, which is why it is not the default).
 
+Data (seed 001 holds out 15 % of train "for periodic feedback"): the feedback metrics are measured on the
+datamodule's **feedback split** (``data.feedback_fraction``, 0.15 in the recipes), held out of training and disjoint
+from the model-selection split; it is only evaluated, so none of its images reaches a gradient. ``check_data``
+refuses a run without one and ``data.select_on=test`` (no held-out split may steer training). The probe images of
+the trajectories are *training* images: the trajectory term is a training loss on them (its gradient reaches the
+student), so they must come from the split the student trains on — probes from a held-out split would make it a
+training split.
+
 Trajectories (``trajectory_weight`` > 0): the feedback callback keeps ``num_probes`` fixed probe images (the first
-images of the validation split, stored in the buffer ``probe_images``) and at every timeframe records the top-k
+images of the training split in file order, un-augmented, stored in the buffer ``probe_images``) and at every
+timeframe records the top-k
 (k = 10) points of the connector's attention (``attention_map`` of the fused ``z``, on a ``grid`` of fixed size) in
 a :class:`TrajectoryBuffer` (one trajectory set, key ``"connector"``, slot = probe). Each training step the student
 is run on the probe images too (one extra forward of ``num_probes`` images; its BatchNorm sees them, as any batch)
@@ -92,7 +101,8 @@ class JointDistiller(Distiller):
                  alpha: float = 1.5, w_init: float = 1.0, w_min: float = 0.1, w_max: float = 2.0,
                  timeframe: int = 1, center: bool = True, metrics: Mapping[str, str] | None = None,
                  trajectory_weight: float = 1.0, k: int = 10, trajectory_length: int = 5, num_probes: int = 4,
-                 grid: tuple[int, int] | list[int] = (24, 32), student_tap: str = "shared"):
+                 grid: tuple[int, int] | list[int] = (24, 32), student_tap: str = "shared",
+                 edge_pos_weight: float = 0.95):
         super().__init__(tasks, student_taps, teacher_taps, weights)
         if not task_channels:
             raise MtkdError("jointdistill needs the run's task channels (it builds a connector head per task)")
@@ -122,8 +132,8 @@ class JointDistiller(Distiller):
                 raise MtkdError(f"jointdistill metrics: {t!r} has no metric {m!r}; valid: {', '.join(METRIC_DIRECTIONS.get(t, {}))}")
         self.connector = Connector(sum(teacher_taps[t][tap][0] for t in self.tasks), int(channels),
                                    {t: task_channels[t] for t in self.tasks})
-        self.specs = {t: get_task(t) for t in self.tasks}
-        self.num_classes = int(task_channels.get("semseg", 0))
+        self.specs = {t: get_task(t, edge_pos_weight=edge_pos_weight) for t in self.tasks}
+        self.task_channels = {t: int(task_channels[t]) for t in self.tasks}  # each metric with its own channels
         n = len(self.tasks)
         # feedback state (all persistent: a resumed run continues exactly)
         self.register_buffer("teacher_weights", torch.full((n,), w_init))
@@ -135,7 +145,7 @@ class JointDistiller(Distiller):
                 raise MtkdError(f"jointdistill option num_probes must be an int ≥ 1, got {num_probes!r}")
             self.num_probes = num_probes
             self.trajectories = TrajectoryBuffer(["connector"], num_probes, tuple(grid), k=k, t=trajectory_length)
-            self.register_buffer("probe_images", torch.zeros(0, 3, 1, 1))  # filled from the validation split
+            self.register_buffer("probe_images", torch.zeros(0, 3, 1, 1))  # filled from the training split
         self._student: list[nn.Module] = []  # the student model, attached by the callback (not a submodule)
 
     # -- state ------------------------------------------------------------------------------------------------------
@@ -225,15 +235,28 @@ class JointDistiller(Distiller):
         return out
 
 
+def check_data(data: Mapping[str, Any]) -> None:
+    """Refuse, before anything is built, a data section that would let a held-out image steer training."""
+    if data.get("select_on") == "test":
+        raise MtkdError("jointdistill with data.select_on=test: its feedback steers training, and no held-out split "
+                        "(selection, feedback, test) may reach training; use data.select_on=val")
+    if not data.get("feedback_fraction"):
+        raise MtkdError("jointdistill needs a feedback split held out of training and of model selection: set "
+                        "data.feedback_fraction (seed 001 holds out 15 %: 0.15)")
+
+
 @DISTILLERS.register("jointdistill")
 def jointdistill(tasks, student_taps, teacher_taps, weights=None, *, task_channels=None, tap="shared", channels=64,
                  temperature=1.0, weight_on="loss", alpha=1.5, w_init=1.0, w_min=0.1, w_max=2.0, timeframe=1,
                  center=True, metrics=None, trajectory_weight=1.0, k=10, trajectory_length=5, num_probes=4,
-                 grid=(24, 32), student_tap="shared"):
+                 grid=(24, 32), student_tap="shared", edge_pos_weight=0.95):
     """JointDistill (seed 001): connector over single-task teachers, feedback teacher weights, trajectories."""
     return JointDistiller(tasks, student_taps, teacher_taps, weights, task_channels=task_channels, tap=tap,
                           channels=channels, temperature=temperature, weight_on=weight_on, alpha=alpha,
                           w_init=w_init, w_min=w_min, w_max=w_max, timeframe=timeframe, center=center,
                           metrics=metrics, trajectory_weight=trajectory_weight, k=k,
                           trajectory_length=trajectory_length, num_probes=num_probes, grid=grid,
-                          student_tap=student_tap)
+                          student_tap=student_tap, edge_pos_weight=edge_pos_weight)
+
+
+jointdistill.check_data = check_data  # the registry holds the factory: ``mtkd.distill.check_data`` reads it

@@ -25,10 +25,11 @@ the previous epoch's ratios are a buffer, so they survive a resume.
 
 Warm-up (``warmup_epochs``; the paper warms the single-task nets up for 5 epochs): during warm-up λ_i = 0 and AFD is
 not computed (returned as 0), so ``otw = −Σ_i L_MTL^i`` cancels the engine's EW term exactly and only the single-task
-networks learn. The student gets all-zero gradients; the engine still steps its optimizer, which with Adam and no
-weight decay leaves the weights unchanged (zero moments) but advances Adam's step count; weight decay (Adam's L2 or
-AdamW's decoupled) still shrinks the student's weights, the LR scheduler still advances, and BatchNorm running
-statistics of the student still update in its training-mode forward. AFD's ω/adaptors get no gradient (``None``).
+networks learn. ``student_frozen()`` is true then: the engine clears the student's gradients (``None``) before the
+step, so its optimiser skips it entirely — no Adam step count, no weight decay (tested bit for bit); the LR schedule
+still advances with the epochs, and the student's BatchNorm running statistics still update in its training-mode
+forward. AFD's ω/adaptors get no gradient (``None``). ``edge_pos_weight`` is the run's ``loss.edge_pos_weight``
+(passed by the engine, not a method option), so the single-task nets score edges like the student.
 
 The current epoch reaches the distiller through the callback (``self.epoch``, set at each training epoch start).
 The λ of the last step are stashed as ``self.last_weights`` (``{task: 0-d tensor}``, zeros during warm-up, ones

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from mtkd import weighting as weighting_lib
-from mtkd.distill import build_distiller, needs_teachers
+from mtkd.distill import build_distiller, check_data, needs_teachers
 from mtkd.distill.teachers import TeacherSet
 from mtkd.errors import MtkdError
 from mtkd.models import build_model_from_config
@@ -51,6 +51,7 @@ class MultiTaskModule(L.LightningModule):
         """The distiller (a submodule: saved, optimised) and the teachers (a plain list: never saved, never synced)."""
         if dcfg["name"] == "none":
             return None, []
+        check_data(dcfg["name"], self.config["data"])
         frozen = needs_teachers(dcfg["name"])
         if frozen and not dcfg["teachers"]:
             raise MtkdError(f"distillation method {dcfg['name']!r} needs distill.teachers: {{task: checkpoint}}")
@@ -60,7 +61,8 @@ class MultiTaskModule(L.LightningModule):
         teacher_taps = {task: t.model_for(task).taps() for t in teachers for task in t.task_to_teacher}
         distiller = build_distiller(dcfg["name"], list(teacher_taps) or list(task_channels), self.model.taps(),
                                     teacher_taps, dict(dcfg["options"] or {}), model_config=dict(self.config["model"]),
-                                    task_channels=dict(task_channels))
+                                    task_channels=dict(task_channels),
+                                    edge_pos_weight=self.config["loss"]["edge_pos_weight"])
         return distiller, teachers
 
     @property

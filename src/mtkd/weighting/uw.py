@@ -8,11 +8,12 @@ optimizer trains it). With s = log σ² the paper's objectives become
 * classification task (softmax scaled by 1/σ², eq. 10 with the paper's approximation of the
   scaled softmax's normaliser):                                exp(−s_t)·L_t + ½·s_t
 
-Which tasks are classification is the option ``classification`` (default: semseg and edge, the cross-entropy
-tasks of mtkd); every other task uses the regression form. ``classification=()`` gives the form LibMTL uses for
+Which tasks are classification is the option ``classification`` (default: the cross-entropy tasks of
+:mod:`mtkd.tasks`, ``kind`` "classes" or "binary": semseg, parts, edge, sal); every other task uses the regression
+form. ``classification=()`` gives the form LibMTL uses for
 every task. The logged weight is the coefficient of L_t: ½exp(−s_t) or exp(−s_t).
 
-Options: ``init`` = 0.0 (initial s_t), ``classification`` = ("semseg", "edge").
+Options: ``init`` = 0.0 (initial s_t), ``classification`` = ("semseg", "edge", "sal", "parts").
 Under DDP the gradients of s are averaged over processes after the backward (see base).
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from mtkd.tasks import tasks_of_kind
 from mtkd.weighting.base import WEIGHTINGS, LossWeighting
 
 
@@ -28,7 +30,7 @@ from mtkd.weighting.base import WEIGHTINGS, LossWeighting
 class UW(LossWeighting):
     name = "uw"
     needs_tasks = True
-    defaults = {"init": 0.0, "classification": ("semseg", "edge")}
+    defaults = {"init": 0.0, "classification": tasks_of_kind("classes", "binary")}
 
     def __init__(self, tasks=(), **options):
         super().__init__(tasks, **options)

@@ -35,7 +35,7 @@ made here (``distribution=``):
   columns of the (N·C)×(H·W) matrix — one position across images — compare unrelated images at a fixed pixel
   position and were rejected for the same reason as the naive DIST intra term.) Note that softmax(F / T) of a
   regression map depends on its units: tune T per task (default 1).
-- ``"auto"`` (default): ``"channel"`` when ``task`` is a segmentation-like task (semseg, parts, human_parts), ``"spatial"``
+- ``"auto"`` (default): ``"channel"`` when ``task`` is a segmentation-like task (``kind == "classes"`` in :mod:`mtkd.tasks`: semseg, parts), ``"spatial"``
   for any other named task; with no task, ``"channel"`` when C > 1 and ``"spatial"`` when C = 1 (so pass ``task`` for
   normals, which have C = 3).
 
@@ -59,8 +59,9 @@ from mtkd.distill.losses._common import (
     zero_like_graph,
 )
 from mtkd.errors import MtkdError
+from mtkd.tasks import tasks_of_kind
 
-SEGMENTATION_TASKS = frozenset({"semseg", "parts", "human_parts"})
+SEGMENTATION_TASKS = frozenset(tasks_of_kind("classes"))  # softmax over classes: semseg, parts
 _DISTRIBUTIONS = ("auto", "channel", "spatial")
 
 
