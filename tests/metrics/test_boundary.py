@@ -1,5 +1,6 @@
 """BoundaryF (odsF / oisF) against independent re-derivations: skimage's thinning, a literal min-cost solution of
-BSDS correspondPixels' objective (linear_sum_assignment with outlier nodes), and brute-force enumeration."""
+BSDS correspondPixels' objective (linear_sum_assignment with outlier nodes), brute-force enumeration, and the
+previous max-flow code path (boundary_reference.py) on random images; bad input; the process pool."""
 
 import itertools
 import math
@@ -9,7 +10,8 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from mtkd.metrics.boundary import BoundaryF, match_count, thin
+from mtkd.errors import MtkdError
+from mtkd.metrics.boundary import BoundaryF, image_counts, match_count, thin
 
 
 def _blobs(rng, h, w, p=0.3, grow=1):
@@ -164,3 +166,141 @@ def test_perfect_empty_and_state_merge():
     assert a.compute()["odsF"].item() == pytest.approx(c.compute()["odsF"].item())
     assert a.compute()["oisF"].item() == pytest.approx(c.compute()["oisF"].item())
     assert all(r == "sum" or getattr(r, "__name__", "") in ("dim_zero_sum",) for r in c._reductions.values())
+
+
+# --- the compiled kernels against the previous implementation ------------------------------------------------------
+
+
+def _voronoi_case(rng, h, w, regions=8, texture=0.35):
+    """A ground truth of region boundaries and a soft, shifted, textured prediction of it (what an edge net gives)."""
+    from scipy import ndimage
+
+    pts = rng.random((regions, 2)) * [h, w]
+    yy, xx = np.mgrid[0:h, 0:w]
+    lab = np.argmin((yy[..., None] - pts[:, 0]) ** 2 + (xx[..., None] - pts[:, 1]) ** 2, axis=-1)
+    gt = (np.diff(lab, axis=0, append=lab[-1:]) != 0) | (np.diff(lab, axis=1, append=lab[:, -1:]) != 0)
+    soft = ndimage.gaussian_filter(np.roll(gt.astype(float), int(rng.integers(-2, 3)), axis=1), 1.5) * 3
+    tex = ndimage.gaussian_filter(rng.random((h, w)), 2.0)
+    tex = (tex - tex.min()) / (tex.max() - tex.min() + 1e-12)
+    prob = np.clip(soft + texture * tex + 0.05 * rng.random((h, w)), 0, 1)
+    return prob, gt.astype(np.int64)
+
+
+def test_counts_equal_previous_implementation():
+    """Per-threshold counts equal the old thinning + max-flow code path on random images, radii and invalid masks."""
+    ref = pytest.importorskip("boundary_reference")
+    rng = np.random.default_rng(7)
+    ths = np.array([0.05, 0.15, 0.3, 0.45, 0.6, 0.8, 0.95])
+    for k in range(6):
+        h, w = int(rng.integers(30, 70)), int(rng.integers(30, 90))
+        prob, gt = _voronoi_case(rng, h, w, regions=int(rng.integers(3, 12)), texture=float(rng.uniform(0.1, 0.6)))
+        if k % 2:
+            gt[rng.random(gt.shape) < 0.1] = -1  # scattered invalid pixels
+            gt[:, : w // 5] = -1  # and an invalid band
+        max_dist = float(rng.choice([0.0075, 0.011, 0.03]))
+        np.testing.assert_array_equal(image_counts(prob, gt, ths, max_dist), ref.image_counts(prob, gt, ths, max_dist))
+
+
+def test_matching_equals_previous_on_dense_random_sets():
+    ref = pytest.importorskip("boundary_reference")
+    rng = np.random.default_rng(8)
+    for _ in range(60):
+        h, w = rng.integers(5, 50, 2)
+        p, g = rng.random((h, w)) < rng.uniform(0.01, 0.5), rng.random((h, w)) < rng.uniform(0.01, 0.5)
+        r = float(rng.uniform(0.5, 6))
+        assert match_count(p, g, r) == ref.match_count(p, g, r)
+
+
+def test_thin_equals_previous_on_solid_shapes():
+    ref = pytest.importorskip("boundary_reference")
+    rng = np.random.default_rng(9)
+    for k in range(8):
+        prob, _ = _voronoi_case(rng, 50, 60, texture=0.8)
+        b = prob >= rng.uniform(0.1, 0.5)  # large blobs with holes: many thinning iterations
+        np.testing.assert_array_equal(thin(b), ref.thin(b))
+    full = np.ones((31, 40), bool)
+    np.testing.assert_array_equal(thin(full), ref.thin(full))
+
+
+# --- bad input -------------------------------------------------------------------------------------------------------
+
+
+def test_bad_input_is_refused_in_one_line():
+    m = BoundaryF(thresholds=5)
+    gt = torch.zeros(2, 1, 8, 8)
+    with pytest.raises(MtkdError, match="differ in size"):
+        m.update(torch.rand(2, 1, 8, 9), gt)
+    with pytest.raises(MtkdError, match=r"probabilities in \[0, 1\].*sigmoid"):
+        m.update(torch.randn(2, 1, 8, 8) * 5, gt)  # logits
+    with pytest.raises(MtkdError, match="non-finite"):
+        m.update(torch.full((2, 1, 8, 8), float("nan")), gt)
+    with pytest.raises(MtkdError, match="B x 1 x H x W"):
+        m.update(torch.rand(2, 3, 8, 8), torch.zeros(2, 3, 8, 8))
+    for bad in (dict(thresholds=0), dict(thresholds=torch.tensor([0.5, 0.2])), dict(max_dist=5.0), dict(workers=-1)):
+        with pytest.raises(MtkdError):
+            BoundaryF(**bad)
+    assert m.n_images.item() == 0
+
+
+def test_no_boundary_and_all_invalid_images():
+    """A ground truth without boundary adds predicted pixels only; an all-invalid image adds nothing; no NaN."""
+    m = BoundaryF(thresholds=5)
+    pred = torch.zeros(1, 1, 16, 16)
+    pred[0, 0, 8, :] = 0.9
+    m.update(pred, torch.zeros(1, 1, 16, 16))  # no boundary pixel: sumR 0, sumP 16 at every threshold
+    assert m.sum_r.sum().item() == 0 and m.sum_p.tolist() == [16.0] * 5 and m.n_images.item() == 1
+    out = m.compute()
+    assert out["odsF"].item() == 0.0 and out["oisF"].item() == 0.0
+    m.update(pred, torch.full((1, 1, 16, 16), -1.0))  # every pixel invalid: skipped
+    assert m.n_images.item() == 1 and m.sum_p.tolist() == [16.0] * 5
+    empty = BoundaryF(thresholds=5)
+    empty.update(torch.zeros(1, 1, 16, 16), torch.full((1, 1, 16, 16), -1.0))
+    assert empty.compute()["odsF"].item() == 0.0 and empty.n_images.item() == 0
+
+
+# --- non-maximum suppression -----------------------------------------------------------------------------------------
+
+
+def test_nms_keeps_the_ridge_of_a_blurred_line_and_fades_the_border():
+    from scipy import ndimage
+
+    from mtkd.metrics.boundary_kernels import edge_nms
+
+    img = np.eye(60)  # a diagonal line (an exactly axis-aligned one has Oxy = 0, sign 0: no suppression, as MATLAB)
+    soft = ndimage.gaussian_filter(img, 2.0)
+    soft /= soft.max()
+    out = edge_nms(soft)
+    assert (np.diag(out)[5:-5] > 0.3).all()
+    assert (out[~np.eye(60, dtype=bool)] == 0).all()  # one pixel wide, on the line
+    d = np.diag(out)
+    assert d[0] == 0 and 0 < d[1] < d[2] < d[3] < d[4] < d[5] and d[-1] == 0  # faded over 5 px at the border
+    np.testing.assert_allclose(edge_nms(np.fliplr(soft))[5:-5, 5:-5], np.fliplr(out)[5:-5, 5:-5], atol=1e-9)
+
+
+# --- the pool --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_pool_equals_in_process_and_a_dead_worker_is_one_clear_error():
+    rng = np.random.default_rng(10)
+    cases = [_voronoi_case(rng, 40, 50) for _ in range(3)]
+    preds = torch.tensor(np.stack([c[0] for c in cases]))[:, None]
+    gts = torch.tensor(np.stack([c[1] for c in cases]))[:, None]
+    inline, pooled = BoundaryF(thresholds=9), BoundaryF(thresholds=9, workers=1)
+    inline.update(preds, gts)
+    pooled.update(preds[:2], gts[:2])
+    pooled.update(preds[2:], gts[2:])
+    assert pooled.compute() == inline.compute()
+    assert torch.equal(pooled.cnt_p, inline.cnt_p) and pooled.n_images.item() == 3
+    pooled.reset()
+    pooled.update(preds, gts)
+    pooled._drain()
+    for proc in list(pooled._pool._processes.values()):  # the worker this test started
+        proc.kill()
+        proc.join()
+    with pytest.raises(MtkdError, match="worker process died.*no odsF is reported"):
+        pooled.update(preds, gts)
+        pooled.compute()
+    with pytest.raises(MtkdError, match="no odsF is reported"):
+        pooled.compute()  # stays refused until reset
+    pooled.reset()
