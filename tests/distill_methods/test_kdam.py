@@ -122,3 +122,38 @@ def test_zero_task_weight_skips_task_and_bad_options_are_refused():
             make(bad)
     with pytest.raises(MtkdError, match="valid: "):
         make({"tau": 3})
+
+
+def test_per_task_temperature_and_distribution_match_numpy():
+    """semseg over classes at T = 2, depth as a spatial distribution at T = 0.5 (metres), normals switched to the
+    channel form at the default T = 1 — each against a NumPy D_CS in float64."""
+    s, t = outputs(8), outputs(9)
+    kd = make({"temperature": {"semseg": 2.0, "depth": 0.5}, "distribution": {"normal": "channel"}})(
+        s, {k: t for k in TASKS}, {})
+
+    def softmax(x, axis):
+        x = x - x.max(axis=axis, keepdims=True)
+        e = np.exp(x)
+        return e / e.sum(axis=axis, keepdims=True)
+
+    def dcs(p, q, axis):
+        return -np.log((p * q).sum(axis) / np.sqrt((p * p).sum(axis) * (q * q).sum(axis)))
+
+    def arr(o, task):
+        return o.preds[task].numpy().astype(np.float64)
+
+    for task, T in (("semseg", 2.0), ("normal", 1.0)):  # channel: rows = pixels, softmax over channels
+        c = TASKS[task]
+        ps = softmax(arr(s, task).transpose(0, 2, 3, 1).reshape(-1, c) / T, 1)
+        pt = softmax(arr(t, task).transpose(0, 2, 3, 1).reshape(-1, c) / T, 1)
+        assert kd[f"cs_inter/{task}"].item() == pytest.approx(dcs(ps, pt, 1).mean(), rel=1e-5)
+        assert kd[f"cs_intra/{task}"].item() == pytest.approx(dcs(ps, pt, 0).mean(), rel=1e-5)
+    ds, dt = arr(s, "depth") / 0.5, arr(t, "depth") / 0.5  # spatial: softmax over each map's positions
+    n = ds.shape[0]
+    inter = dcs(softmax(ds.reshape(n, -1), 1), softmax(dt.reshape(n, -1), 1), 1).mean()
+    intra = dcs(softmax(ds.reshape(1, -1), 1), softmax(dt.reshape(1, -1), 1), 1).mean()
+    assert kd["cs_inter/depth"].item() == pytest.approx(inter, rel=1e-5)
+    assert kd["cs_intra/depth"].item() == pytest.approx(intra, rel=1e-5)
+    for bad in ({"temperature": {"sal": 2.0}}, {"temperature": {"depth": 0}}, {"distribution": {"depth": "pixels"}}):
+        with pytest.raises(MtkdError):
+            make(bad)
