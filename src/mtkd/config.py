@@ -313,6 +313,10 @@ def read_yaml(path: str | Path, what: str = "config") -> dict[str, Any]:
         if mark is not None:
             where = f" (line {mark.line + 1}, column {mark.column + 1})"
         problem = getattr(err, "problem", None) or first_line(err)
+        if "Invalid loaded object type" in problem:
+            raise MtkdError(f"{what} {path} must hold a mapping of keys, not {problem.rsplit(' ', 1)[-1]}") from None
+        if "python/" in problem:
+            problem += " (mtkd reads plain YAML: no !!python tags)"
         raise MtkdError(f"cannot read {what} {path}{where}: {problem}") from None
     if not isinstance(node, DictConfig):
         raise MtkdError(f"{what} {path} must hold a mapping of keys, not a {type(node).__name__.replace('Config', '')}")

@@ -39,10 +39,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 import mtkd
-from mtkd.config import load_config, resolve_recipe, to_dict
+from mtkd.config import load_config, read_yaml, resolve_recipe, to_dict
 from mtkd.errors import MtkdError
 from mtkd.lock import LOCK, FolderLock
 from mtkd.paths import inside, output_folder
@@ -211,10 +210,7 @@ def load_study(path: str | Path, out: str | Path | None = None) -> Study:
     path = Path(path)
     if not path.is_file():
         raise MtkdError(f"study file {path} does not exist")
-    try:
-        spec = OmegaConf.to_container(OmegaConf.load(path))
-    except (OmegaConfBaseException, ValueError, OSError) as err:
-        raise MtkdError(f"cannot read study {path}: {err}") from None
+    spec = OmegaConf.to_container(read_yaml(path, "study"))
     if not isinstance(spec, dict) or not spec.get("methods"):
         raise MtkdError(f"study {path}: needs a `methods:` mapping of method name -> recipe")
     _check_keys(spec, STUDY_KEYS, f"study {path}")
