@@ -70,8 +70,16 @@ def expected_grads(name, options, x, y, rep_grad=False, method=None):
 
 # ---------------------------------------------------------------- DDP worker (spawned by test_ddp)
 CONFIGS = [("pcgrad", {}, False), ("mgda", {"normalization": "loss"}, False), ("mgda", {}, True),
-           ("imtl", {}, True), ("uw", {}, False)]
+           ("imtl", {}, True), ("uw", {}, False),
+           # issue 17: the Jacobian-descent projections (both modes), the α-fair solve, ConFIG, the stateful
+           # ExcessMTL / MoCo (their state must evolve identically on every process), a learnable loss scale
+           ("upgrad", {}, False), ("dualproj", {}, True), ("fairgrad", {"alpha": 2.0}, False), ("config", {}, True),
+           ("excessmtl", {"step_size": 1.0}, False), ("moco", {"normalize_grads": True}, False), ("imtl_l", {}, False),
+           ("stch", {"objective": "raw", "mu": 5.0}, False), ("gls", {}, False)]
 STEPS = 2
+# loss methods whose weights are computed from the (float32) loss values: DDP's averaged losses round differently
+# from the union batch's, so their gradients agree to float32 precision only
+FLOAT32_WEIGHTS = {"gls", "stch"}
 
 
 def ddp_worker(rank, world, port, outdir):

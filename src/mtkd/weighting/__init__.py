@@ -15,7 +15,9 @@ from mtkd.weighting import (  # noqa: F401  (registration)
     alignedmtl, cagrad, dbmtl, dwa, ew, famo, fixed, graddrop, gradnorm, gradvac, imtl, mgda, nashmtl, pcgrad, rlw,
     uw,
 )
-from mtkd.weighting import config, dualproj, fairgrad, gls, imtl_l, stch, upgrad  # noqa: F401  (registration: issue 17)
+from mtkd.weighting import (  # noqa: F401  (registration: issue 17)
+    config, dualproj, excessmtl, fairgrad, gls, imtl_l, moco, stch, upgrad,
+)
 from mtkd.weighting.base import WEIGHTINGS, GradientWeighting, LossWeighting, Weighting
 
 __all__ = ["GradientWeighting", "LossWeighting", "Weighting", "get", "names"]

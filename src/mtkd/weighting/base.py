@@ -41,6 +41,18 @@ def distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
+def global_losses(losses: Tensor) -> Tensor:
+    """The detached loss values (T,) averaged over processes (one tiny all_reduce; a copy when single-process):
+    the union batch's losses when every process has the same batch size. Loss methods whose weights are a
+    nonlinear function of the losses (GLS, STCH) compute them from these, so every process back-propagates
+    Σ_t w_t L_t with the same w and DDP's average is the union batch's gradient."""
+    values = losses.detach().clone()
+    if distributed():
+        dist.all_reduce(values)
+        values /= dist.get_world_size()
+    return values
+
+
 def check_finite(losses: Mapping[str, Tensor], order: Sequence[str], extra: Tensor | None) -> None:
     """Refuse a NaN/inf loss before any gradient is written (one device sync in the normal case)."""
     for t in order:
@@ -154,6 +166,14 @@ class Weighting(nn.Module):
 
     def on_train_epoch_end(self, epoch: int, mean_losses: dict[str, float]) -> None:
         """Called by the engine after each training epoch with the epoch's mean unweighted task losses."""
+
+    def wants_post_step_losses(self) -> bool:
+        """Whether the engine should recompute the same batch's task losses after the optimiser step and pass them to
+        :meth:`after_step` (one extra forward; FAMO's authors' protocol)."""
+        return False
+
+    def after_step(self, losses: dict[str, Tensor]) -> None:
+        """The same batch's unweighted task losses after the optimiser step (only if ``wants_post_step_losses``)."""
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.opts.items())

@@ -8,7 +8,9 @@ The network is trained on the geometric mean of the task losses,
 
 computed in the log form for stability (ε = ``eps`` added inside the log so a zero loss gives a finite gradient).
 Its gradient is Σ_t w_t ∇L_t with w_t = L_GLS / (T L_t): a task with a small loss gets a large weight, and the
-objective is invariant to rescaling any one task's loss up to a constant factor. The logged weights are these w_t.
+objective is invariant to rescaling any one task's loss up to a constant factor. The network is trained on
+Σ_t stopgrad(w_t) L_t, whose gradient is exactly ∇L_GLS; under DDP w is computed from the losses averaged over
+processes (one tiny all_reduce), so the averaged gradient is the union batch's ∇L_GLS. The logged weights are w_t.
 (LibMTL back-propagates the same objective but logs L_t/(T Π L) as the weights, which is not ∂L_GLS/∂L_t.)
 No hyper-parameters in the paper. ``rep_grad`` does not apply (loss family).
 
@@ -20,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mtkd.weighting.base import WEIGHTINGS, LossWeighting
+from mtkd.weighting.base import WEIGHTINGS, LossWeighting, global_losses
 
 
 @WEIGHTINGS.register("gls")
@@ -29,8 +31,5 @@ class GLS(LossWeighting):
     defaults = {"eps": 1e-12}
 
     def weights(self, losses: Tensor, shared_params) -> Tensor:
-        L = losses.detach() + float(self.opts["eps"])
+        L = global_losses(losses) + float(self.opts["eps"])
         return torch.exp(torch.log(L).mean()) / (len(L) * L)
-
-    def objective(self, losses: Tensor, weights: Tensor) -> Tensor:
-        return torch.exp(torch.log(losses + float(self.opts["eps"])).mean())

@@ -20,7 +20,9 @@ weights.
 Warm-up count: LibMTL's ``STCH_warmup_epoch`` = 4 trains epochs 0–4 on the log-sum and takes the nadir over epoch 4,
 i.e. 5 epochs; mtkd counts epochs, so its default ``warmup_epochs`` = 5 is the same schedule.
 
-State (``extra_state``): the number of finished epochs and the nadir. ``rep_grad`` does not apply (loss family).
+The network is trained on Σ_t stopgrad(w_t) L_t (the same gradient); under DDP w comes from the losses averaged over
+processes, so the averaged gradient is the union batch's. State (``extra_state``): the number of finished epochs
+and the nadir. ``rep_grad`` does not apply (loss family).
 
 Options: ``mu`` = 1.0 (LibMTL / the authors' MTL value), ``pref`` = None (λ = 1 for every task), ``objective`` =
 "log_nadir", ``warmup_epochs`` = 5, ``ideal`` = None (z = 0; ``raw`` only).
@@ -35,7 +37,7 @@ import torch
 from torch import Tensor
 
 from mtkd.errors import MtkdError
-from mtkd.weighting.base import WEIGHTINGS, LossWeighting
+from mtkd.weighting.base import WEIGHTINGS, LossWeighting, global_losses
 
 _TINY = 1e-20
 
@@ -90,7 +92,8 @@ class STCH(LossWeighting):
         n = torch.tensor([self.nadir.get(t, 1.0) for t in order], dtype=losses.dtype, device=losses.device)
         return torch.log(losses / n + _TINY)
 
-    def objective(self, losses: Tensor, weights: Tensor) -> Tensor:
+    def scalarised(self, losses: Tensor) -> Tensor:
+        """The scalar objective (T·g_μ, or Σ log L during warm-up) of the loss values ``losses`` (T,)."""
         if self._warming_up():
             return torch.log(losses + _TINY).sum()
         lam = self._vector("pref", 1.0, losses)
@@ -98,10 +101,10 @@ class STCH(LossWeighting):
         return len(losses) * mu * torch.logsumexp(lam * self._f(losses) / mu, 0)
 
     def weights(self, losses: Tensor, shared_params) -> Tensor:
-        L = losses.detach().requires_grad_(True)
+        L = global_losses(losses).requires_grad_(True)
         with torch.enable_grad():
-            (w,) = torch.autograd.grad(self.objective(L, L), L)
-        return w  # ∂(objective)/∂L_t: the coefficient of ∇L_t in the update
+            (w,) = torch.autograd.grad(self.scalarised(L), L)
+        return w  # ∂(objective)/∂L_t at the (process-averaged) losses: the coefficient of ∇L_t in the update
 
     def get_extra_state(self) -> Any:
         return {"epochs_done": self.epochs_done, "nadir": dict(self.nadir)}
