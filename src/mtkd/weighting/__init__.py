@@ -1,5 +1,6 @@
-"""Multi-task weighting methods: loss weighting (ew, fixed, uw, dwa, rlw, gradnorm, famo) and gradient methods (mgda,
-pcgrad, cagrad, imtl, nashmtl, graddrop, gradvac, alignedmtl, dbmtl).
+"""Multi-task weighting methods: loss weighting (ew, fixed, uw, dwa, rlw, gradnorm, famo, imtl_l, gls, stch) and
+gradient methods (mgda, pcgrad, cagrad, imtl, nashmtl, graddrop, gradvac, alignedmtl, dbmtl, upgrad, dualproj,
+fairgrad, config, excessmtl, moco).
 
     w = mtkd.weighting.get("pcgrad", tasks=["semseg", "depth"])
     weights = w.backward(losses, extra=kd, shared_params=encoder.parameters(), rep=features)
