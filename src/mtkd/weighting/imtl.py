@@ -8,8 +8,8 @@ dᵀu_1 = dᵀu_t for all t. With D = [g_1 − g_2, …, g_1 − g_T]ᵀ and U =
 
 computed here from the Gram matrix (every product above is a Gram entry divided by norms). The logged weights are α
 (sum to 1). ``rep_grad=True`` applies it to the gradients w.r.t. the shared representation (the paper's choice for
-efficiency). IMTL-L (the learnable loss scales of the full IMTL) is not included; combine it with ``uw``-style
-scaling in a config if needed.
+efficiency). IMTL-L (the learnable loss scales of the full IMTL) is the separate loss weighting ``imtl_l``; the
+hybrid of both halves is not offered.
 
 Options: none besides ``rep_grad``.
 """
