@@ -127,10 +127,10 @@ def dataset_info(root: str | os.PathLike) -> dict[str, Any]:
                 continue
             for p in d.glob("*.npy"):
                 arr = read_npy(p, mmap=True)
-                if arr.size:
-                    m = np.nanmax(arr)
-                    if np.isfinite(m):
-                        top = max(top, int(m))
+                _numeric(p, arr.dtype)
+                ids = arr[np.isfinite(arr)] if np.issubdtype(arr.dtype, np.floating) else arr
+                if ids.size:
+                    top = max(top, int(ids.max()))
         num[folder] = top + 1
     if "label" in num:
         num["semseg"] = num["label"]
