@@ -338,16 +338,20 @@ def test_alignedmtl_rank_deficient_is_finite():
 
 
 # ---------------------------------------------------------------- DB-MTL
-def test_dbmtl_ema_and_balancing():
-    w = W.get("dbmtl")
-    ema = None
+@pytest.mark.parametrize("sigma", [None, 0.5])
+def test_dbmtl_ema_and_balancing(sigma):
+    """Against LibMTL's recursion (the authors' library): buffer ← g + (β/k^σ)(buffer − g) from a zero buffer,
+    α = max‖buffer‖/‖buffer_t‖, d = Σ α_t buffer_t; σ defaults to 0 there and here."""
+    w = W.get("dbmtl") if sigma is None else W.get("dbmtl", beta_sigma=sigma)
+    s = 0.0 if sigma is None else sigma
+    buf = np.zeros((3, 5))
     for k in range(1, 5):
         G = RNG.normal(size=(3, 5)) * np.array([[1.0], [10.0], [0.1]])
-        ema = G if k == 1 else (0.9 / k**0.5) * ema + (1 - 0.9 / k**0.5) * G
-        n = np.linalg.norm(ema, axis=1)
-        ref = ((n.max() / (n + 1e-8))[:, None] * ema).sum(0)
+        buf = G + (0.9 / k**s) * (buf - G)
+        n = np.linalg.norm(buf, axis=1)
+        ref = ((n.max() / (n + 1e-8))[:, None] * buf).sum(0)
         np.testing.assert_allclose(w.combine(t(G)).numpy(), ref, rtol=1e-9)
-    scaled = (w.last_weights.double().numpy()[:, None] * ema)
+    scaled = (w.last_weights.double().numpy()[:, None] * buf)
     np.testing.assert_allclose(np.linalg.norm(scaled, axis=1), n.max(), rtol=1e-6)
 
 

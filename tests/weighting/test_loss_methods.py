@@ -147,3 +147,76 @@ def test_fixed_weights_follow_the_option_and_refuse_bad_values():
     for bad in ({"sal": -1}, {"sal": float("nan")}, {"depth": 1}):
         with pytest.raises(MtkdError):
             get("fixed", tasks=["semseg", "sal"], weights=bad)
+
+
+def test_famo_same_batch_follows_the_authors_loop():
+    """update=same_batch against the authors' famo.py loop written out with torch (their gradient of softmax,
+    torch's Adam with weight decay γ on the logits; clipping off): backward, optimiser step, the same batch's losses
+    recomputed under no_grad, logits updated from that decrease. Model and logits agree after several steps."""
+    g = torch.Generator().manual_seed(0)
+    X, Y = torch.randn(16, 4, generator=g, dtype=torch.float64), torch.randn(16, 3, generator=g, dtype=torch.float64)
+
+    def model_and_opt():
+        torch.manual_seed(1)
+        m = torch.nn.Linear(4, 3).double()
+        return m, torch.optim.SGD(m.parameters(), lr=0.1)
+
+    def losses(m):
+        return ((Y - m(X)) ** 2).mean(0) * torch.tensor([1.0, 5.0, 0.2], dtype=torch.float64)
+
+    # the authors' loop
+    ref, ref_opt = model_and_opt()
+    w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    w_opt = torch.optim.Adam([w], lr=0.025, weight_decay=0.01)
+    # mtkd
+    mine, my_opt = model_and_opt()
+    famo = W.get("famo", tasks=TASKS, update="same_batch")
+    assert famo.wants_post_step_losses()
+    for _ in range(5):
+        loss = losses(ref)
+        z = torch.softmax(w, -1).detach()
+        D = loss + 1e-8
+        c = (z / D).sum().detach()
+        ref_opt.zero_grad()
+        (D.log() * z / c).sum().backward()
+        ref_opt.step()
+        with torch.no_grad():
+            new = losses(ref)
+        delta = (loss.detach() + 1e-8).log() - (new + 1e-8).log()
+        d = torch.autograd.grad(torch.softmax(w, -1), w, grad_outputs=delta)[0]
+        w_opt.zero_grad()
+        w.grad = d
+        w_opt.step()
+
+        my_opt.zero_grad()
+        L = losses(mine)
+        famo.backward({t: L[k] for k, t in enumerate(TASKS)})
+        my_opt.step()
+        with torch.no_grad():
+            L2 = losses(mine)
+        famo.after_step({t: L2[k] for k, t in enumerate(TASKS)})
+    np.testing.assert_allclose(famo.logits.numpy(), w.detach().numpy(), rtol=1e-6, atol=1e-10)
+    for a, b in zip(mine.parameters(), ref.parameters()):  # the loss family stacks losses in float32
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-8)
+    assert not W.get("famo", tasks=TASKS).wants_post_step_losses()  # next_batch: no extra forward
+
+
+@pytest.mark.slow
+def test_famo_same_batch_through_the_engine(tmp_path, monkeypatch):
+    """The engine recomputes the same batch's losses after every optimiser step (and only then) for same_batch."""
+    from mtkd.config import load_config
+    from mtkd.engine.run import train
+    from mtkd.testing import tiny_run_overrides
+    from mtkd.weighting.famo import FAMO
+
+    calls = []
+    original = FAMO.after_step
+
+    def spy(self, losses):
+        calls.append(sorted(losses))
+        return original(self, losses)
+
+    monkeypatch.setattr(FAMO, "after_step", spy)
+    res = train(load_config(None, tiny_run_overrides(tmp_path, "name=famo", "weighting.name=famo",
+                                                      "weighting.options.update=same_batch")))
+    assert len(calls) == res["steps"] > 0 and calls[0] == sorted(["semseg", "depth", "normal"])

@@ -1,5 +1,6 @@
 """The gradient-family plumbing on a tiny two-layer model, and the user-facing errors."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -194,3 +195,28 @@ def test_nashmtl_update_weights_every_holds_alpha_between_recomputations():
     w2 = W.get("nashmtl", tasks=TASKS, update_weights_every=3)
     w2.load_state_dict(w.state_dict())
     assert w2._step == 4 and torch.equal(w2._held, w._held)
+
+
+def test_graddrop_batch_purity_is_the_papers_activation_form():
+    """purity=batch against a NumPy re-derivation of the paper's (and LibMTL's) form at the shared activation A:
+    S_t = Σ_b sgn(A_b)∇_{A_b}L_t, P = ½(1 + ΣS/Σ|S|), one F-mask applied to every sample's gradient."""
+    x, y = make_batch()
+    model = make_model()
+    L, extra, rep = losses_of(model, x, y)
+    sp = shared_params(model)
+    G = torch.stack([torch.autograd.grad(L[t], rep, retain_graph=True)[0] for t in TASKS]).double().numpy()  # T×B×F
+    A = rep.detach().double().numpy()
+    S = (G * np.sign(A)[None]).sum(1)
+    P = 0.5 * (1 + S.sum(0) / (np.abs(S).sum(0) + 1e-7))
+    U = torch.rand(P.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64).numpy()
+    M = ((P > U) & (S > 0)) | ((P < U) & (S < 0))  # T×F
+    d = (G * M[:, None, :]).sum(0)
+    want = torch.autograd.grad(rep, sp, grad_outputs=torch.tensor(d).view_as(rep), retain_graph=True)
+    want = [w + e for w, e in zip(want, torch.autograd.grad(extra, sp, retain_graph=True))]
+    w = W.get("graddrop", tasks=TASKS, rep_grad=True, purity="batch")
+    w.backward(L, extra=extra, shared_params=sp, rep=rep)
+    for p, r in zip(sp, want):
+        torch.testing.assert_close(p.grad, r, rtol=1e-9, atol=1e-12)
+    assert not (M.all(0) | (~M).all(0)).all()  # the check is not vacuous: some features mix kept and dropped tasks
+    with pytest.raises(MtkdError, match="rep_grad"):
+        W.get("graddrop", purity="batch")

@@ -115,6 +115,9 @@ class MultiTaskModule(L.LightningModule):
         if clip:
             self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
         optimizer.step()
+        if self.weighting.wants_post_step_losses():  # e.g. FAMO's same-batch update: the batch after the step
+            with torch.no_grad():
+                self.weighting.after_step(self.task_losses(self.model(batch["image"]), batch))
         detached = torch.stack([loss.detach() for loss in losses.values()])
         self._epoch_loss_sum = detached if self._epoch_loss_sum is None else self._epoch_loss_sum + detached
         self._epoch_steps += 1

@@ -221,6 +221,9 @@ class GradientWeighting(Weighting):
     family: ClassVar[str] = "gradient"
     #: back-propagate log(L_t) instead of L_t (DB-MTL)
     log_losses: ClassVar[bool] = False
+    #: rep_grad mode: set ``rep_values`` (the shared representation, B×..., the union batch under DDP) for combine
+    needs_rep_values: bool = False
+    rep_values: Tensor | None = None
 
     def __init__(self, tasks: Sequence[str] = (), **options: Any):
         super().__init__(tasks, **options)

@@ -151,10 +151,17 @@ def _rep_backward(method, order, L, raw, extra, rep, backward_fn) -> dict[str, f
             raise MtkdError(f"rep_grad under DDP needs the same batch size on every process: {e}") from e
         G = torch.cat([q[:, :-1] for q in parts], dim=1) / P
         raw = torch.stack([q[:, -1] for q in parts]).mean(0)
+        if method.needs_rep_values:  # the union batch's representation, in the same (process, sample) order as G
+            reps = [torch.empty_like(rep.detach()) for _ in range(P)]
+            dist.all_gather(reps, rep.detach().contiguous())
+            method.rep_values = torch.cat(reps)
         d = method.combine(G, losses=raw)
         d_local = P * d[rank * N : (rank + 1) * N]
     else:
+        if method.needs_rep_values:
+            method.rep_values = rep.detach()
         d_local = method.combine(G_local, losses=raw)
+    method.rep_values = None
     coef = (d_local - G_local.sum(0)).detach().view_as(rep).to(rep.dtype)
     total = sum(L) + (rep * coef).sum()
     if extra is not None:
