@@ -127,6 +127,24 @@ class TrainerConfig:
 
 
 @dataclass
+class EdgeEvalConfig:
+    """The boundary benchmark (``mtkd.metrics.BoundaryF``: odsF / oisF) the edge task gets on the test split
+    (``mtkd eval``, the end of training); validation logs the cheap ``F@0.5`` proxy. See docs/evaluation.md."""
+
+    max_dist: float = num(0.0075, gt=0, lt=1)  # match radius / image diagonal: 0.0075 BSDS, PASCAL-Context; 0.011 NYUD
+    thresholds: int = num(99, ge=1)  # 0.01 .. 0.99 for 99 (SEISM)
+    thin: bool = True  # thin each binary map (bwmorph 'thin', inf) before matching
+    nms: bool = False  # the reference codebases' structured-edge NMS of the soft map first (nms_process.m)
+    quantize: bool = False  # round the map to k/255 first, as the reference codebases' 8-bit PNGs
+    workers: int = num(0, ge=0)  # processes scoring images beside the model, per rank (0: in the evaluating one)
+
+
+@dataclass
+class EvalConfig:
+    edge: EdgeEvalConfig = field(default_factory=EdgeEvalConfig)
+
+
+@dataclass
 class RunConfig:
     name: Optional[str] = None  # run folder name; defaults to the recipe's file name
     out_dir: str = "runs"
@@ -139,6 +157,7 @@ class RunConfig:
     distill: DistillConfig = field(default_factory=DistillConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)  # test-split protocols (edge odsF)
 
 
 DEFAULTS: dict[str, Any] = OmegaConf.to_container(OmegaConf.structured(RunConfig))  # type: ignore[assignment]

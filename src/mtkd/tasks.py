@@ -16,7 +16,7 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from mtkd.functional import unit_vectors
-from mtkd.metrics import DepthMetrics, EdgeMetrics, NormalMetrics, SaliencyMetrics, SemsegMetrics
+from mtkd.metrics import BoundaryF, DepthMetrics, EdgeMetrics, NormalMetrics, SaliencyMetrics, SemsegMetrics
 from mtkd.registry import suggest
 
 
@@ -69,11 +69,19 @@ def saliency_loss(pred: Tensor, target: Tensor) -> Tensor:
     return _masked_mean(bce, valid, pred)
 
 
-class SaliencyFromLogits(SaliencyMetrics):
-    """``SaliencyMetrics`` fed with logits (it expects probabilities): the sigmoid is applied here."""
+class SigmoidInput:
+    """Mixin for a metric that expects probabilities and is fed logits: the sigmoid is applied here."""
 
     def update(self, pred: Tensor, target: Tensor) -> None:
         super().update(torch.sigmoid(pred), target)
+
+
+class SaliencyFromLogits(SigmoidInput, SaliencyMetrics):
+    """``SaliencyMetrics`` (maxF, IoU) fed with logits."""
+
+
+class BoundaryFromLogits(SigmoidInput, BoundaryF):
+    """``BoundaryF`` (odsF, oisF) fed with logits."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,10 @@ class TaskSpec:
     #: "classes" (softmax over C classes, cross-entropy: semseg, parts), "binary" (one sigmoid logit, binary
     #: cross-entropy: edge, sal) or "regression" (depth, normal): what losses, UW and distillers derive from
     kind: str = "regression"
+    #: the test split's accumulator where the protocol is too costly for every validation (edge: odsF / oisF),
+    #: called with the channels and the run's ``eval.<task>`` options; None: the same as ``metrics``
+    test_metrics: Callable[..., Metric] | None = None
+    test_monitor: str | None = None  # the test split's metric shown first (None: ``monitor``)
 
 
 def _semseg_metrics(channels: int) -> Metric:
@@ -105,6 +117,10 @@ def _edge_metrics(channels: int) -> Metric:
     return EdgeMetrics()
 
 
+def _edge_test_metrics(channels: int, **options) -> Metric:
+    return BoundaryFromLogits(**options)
+
+
 def _saliency_metrics(channels: int) -> Metric:
     return SaliencyFromLogits()
 
@@ -114,7 +130,7 @@ TASKS: dict[str, TaskSpec] = {
     "semseg": TaskSpec("semseg", semseg_loss, _semseg_metrics, "mIoU", "classes"),
     "depth": TaskSpec("depth", depth_loss, _depth_metrics, "abs_err"),
     "normal": TaskSpec("normal", normal_loss, _normal_metrics, "mean"),
-    "edge": TaskSpec("edge", edge_loss, _edge_metrics, "F", "binary"),
+    "edge": TaskSpec("edge", edge_loss, _edge_metrics, "F@0.5", "binary", _edge_test_metrics, "odsF"),
     "sal": TaskSpec("sal", saliency_loss, _saliency_metrics, "maxF", "binary"),
     "parts": TaskSpec("parts", semseg_loss, _semseg_metrics, "mIoU", "classes"),  # human parts: CE, mIoU
 }
@@ -147,6 +163,14 @@ def get_task(name: str, edge_pos_weight: float = 0.95) -> TaskSpec:
     if name == "edge" and edge_pos_weight != 0.95:
         spec = replace(spec, loss=partial(edge_loss, pos_weight=edge_pos_weight))
     return spec
+
+
+def build_test_metric(spec: TaskSpec, channels: int, options: dict | None = None) -> Metric:
+    """The test split's accumulator of ``spec``: its ``test_metrics`` with the run's ``eval.<task>`` ``options``
+    (the edge task: odsF / oisF), else the validation one."""
+    if spec.test_metrics is None:
+        return spec.metrics(channels)
+    return spec.test_metrics(channels, **dict(options or {}))
 
 
 def tasks_of_kind(*kinds: str) -> tuple[str, ...]:

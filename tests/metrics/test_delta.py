@@ -93,4 +93,5 @@ def test_direction_table():
                                           "delta1": True}
     assert METRIC_DIRECTIONS["normal"]["median"] is False and METRIC_DIRECTIONS["normal"]["30"] is True
     assert all(METRIC_DIRECTIONS[t]["mIoU"] for t in ("semseg", "sal", "parts"))
-    assert METRIC_DIRECTIONS["edge"] == {"F": True, "odsF": True, "oisF": True}
+    assert METRIC_DIRECTIONS["edge"] == {"odsF": True, "oisF": True, "F@0.5": True}
+    assert list(METRIC_DIRECTIONS["edge"])[0] == "odsF"  # shown first in tables

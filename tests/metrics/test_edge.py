@@ -1,4 +1,4 @@
-"""EdgeMetrics (threshold-0.5 F, the training-time proxy) against NumPy over unequal batches; DDP merge."""
+"""EdgeMetrics (threshold-0.5 F, the training-time proxy named F@0.5) against NumPy over unequal batches; DDP merge."""
 
 import numpy as np
 import pytest
@@ -35,7 +35,7 @@ def test_against_numpy_unequal_batches():
     preds, targets = _data(rng, [3, 1])
     m = fed(EdgeMetrics(), preds, targets)
     ref = _np_f(preds, targets)
-    assert m.compute()["F"].item() == pytest.approx(ref, rel=1e-5)
+    assert m.compute()["F@0.5"].item() == pytest.approx(ref, rel=1e-5)
     avg = np.mean([_np_f([p], [t]) for p, t in zip(preds, targets)])
     assert abs(avg - ref) > 1.0
 
@@ -44,14 +44,14 @@ def test_invalid_pixels_and_empty():
     m = EdgeMetrics()
     # logits: +, +, -, + ; targets: 1, 0, 1, -1  -> TP 1, FP 1, FN 1, last pixel invalid
     m.update(torch.tensor([[[[3.0, 1.0, -2.0, 5.0]]]]), torch.tensor([[[[1.0, 0.0, 1.0, -1.0]]]]))
-    assert m.compute()["F"].item() == pytest.approx(50.0)
+    assert m.compute()["F@0.5"].item() == pytest.approx(50.0)
     e = EdgeMetrics()
     e.update(torch.tensor([[[[-3.0]]]]), torch.tensor([[[[0.0]]]]))
-    assert e.compute()["F"].item() == 0.0
+    assert e.compute()["F@0.5"].item() == 0.0
 
 
 def test_merge_state_equals_single():
     rng = np.random.default_rng(1)
     preds, targets = _data(rng, [3, 1])
     r0, whole = merged_and_whole(EdgeMetrics, preds, targets)
-    assert r0.compute()["F"].item() == pytest.approx(whole.compute()["F"].item())
+    assert r0.compute()["F@0.5"].item() == pytest.approx(whole.compute()["F@0.5"].item())

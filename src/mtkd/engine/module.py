@@ -16,11 +16,12 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from mtkd import weighting as weighting_lib
+from mtkd.config import DEFAULTS
 from mtkd.distill import build_distiller, check_data, needs_teachers
 from mtkd.distill.teachers import TeacherSet
 from mtkd.errors import MtkdError
 from mtkd.models import build_model_from_config
-from mtkd.tasks import get_task, supervised_loss
+from mtkd.tasks import build_test_metric, get_task, supervised_loss
 
 
 class MultiTaskModule(L.LightningModule):
@@ -42,7 +43,9 @@ class MultiTaskModule(L.LightningModule):
         self.weighting = weighting_lib.get(wcfg["name"], tasks=self.tasks, **dict(wcfg.get("options") or {}))
         self.distiller, self._teachers = self._build_distillation(config["distill"], task_channels)
         self.val_metrics = nn.ModuleDict({t: self.specs[t].metrics(task_channels[t]) for t in self.tasks})
-        self.test_metrics = nn.ModuleDict({t: self.specs[t].metrics(task_channels[t]) for t in self.tasks})
+        evals = config.get("eval") or DEFAULTS["eval"]  # checkpoints older than the eval section: the defaults
+        self.test_metrics = nn.ModuleDict({t: build_test_metric(self.specs[t], task_channels[t], evals.get(t))
+                                           for t in self.tasks})
         self.val_loss = MeanMetric()
         self._epoch_loss_sum: Tensor | None = None  # unweighted task losses summed over the epoch's steps (DWA)
         self._epoch_steps = 0
@@ -167,7 +170,8 @@ class MultiTaskModule(L.LightningModule):
     def _log_metrics(self, metrics: nn.ModuleDict, stage: str) -> None:
         for t, metric in metrics.items():
             for name, value in metric.compute().items():
-                self.log(f"{stage}/{t}/{name}", float(value), prog_bar=(name == self.specs[t].monitor))
+                shown = (stage == "test" and self.specs[t].test_monitor) or self.specs[t].monitor
+                self.log(f"{stage}/{t}/{name}", float(value), prog_bar=(name == shown))
             metric.reset()
 
     def _schedule_epochs(self) -> int:

@@ -27,7 +27,7 @@ METRIC_DIRECTIONS: dict[str, dict[str, bool]] = {
     "semseg": {"mIoU": True, "pAcc": True},
     "depth": {"abs_err": False, "rel_err": False, "rmse": False, "log_rmse": False, "delta1": True},
     "normal": {"mean": False, "median": False, "11.25": True, "22.5": True, "30": True},
-    "edge": {"F": True, "odsF": True, "oisF": True},
+    "edge": {"odsF": True, "oisF": True, "F@0.5": True},  # odsF first: the benchmark; F@0.5 the validation proxy
     "sal": {"maxF": True, "mIoU": True},
     "parts": {"mIoU": True, "pAcc": True},
 }

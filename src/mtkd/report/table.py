@@ -31,7 +31,7 @@ from mtkd.report.significance import DM, Comparison, compare
 
 MARKS = {"single": "†", "ew": "‡"}  # a difference vs that reference whose interval excludes zero
 UNITS = {"mIoU": "%", "pAcc": "%", "delta1": "%", "11.25": "%", "22.5": "%", "30": "%", "mean": "°",
-         "median": "°", "F": "%", "odsF": "%", "oisF": "%", "maxF": "%"}  # as mtkd.metrics computes them
+         "median": "°", "F@0.5": "%", "odsF": "%", "oisF": "%", "maxF": "%"}  # as mtkd.metrics computes them
 
 Stat = tuple[float, float | None]  # mean, sample std (None with one seed)
 
