@@ -2,6 +2,7 @@
 as the reference the compiled kernels are checked against (tests) and timed against (``benchmarks/eval_speed.py``).
 Not part of the package: thinning from scratch per threshold with ``ndimage.correlate`` over the whole image, and
 a unit-capacity max-flow (``scipy.sparse.csgraph.maximum_flow``, Dinic) over all pixel pairs within the radius.
+Also :func:`voronoi_case`, the synthetic image both use.
 """
 
 from __future__ import annotations
@@ -136,3 +137,18 @@ def image_counts(
         # one ground truth per image: matched predicted pixels = matched ground-truth pixels
         out[k] = (m, int(bmap.sum()), m, n_gt)
     return out
+
+
+def voronoi_case(rng: np.random.Generator, h: int, w: int, regions: int = 8, texture: float = 0.35):
+    """``(prob, gt)``: a ground truth of Voronoi-region boundaries (1 / 0) and a soft prediction of it as an edge
+    network gives one: the boundaries shifted by up to 2 px and blurred, over a smooth texture and pixel noise
+    (low thresholds keep most of the image, which is the costly part for thinning)."""
+    pts = rng.random((regions, 2)) * [h, w]
+    yy, xx = np.mgrid[0:h, 0:w]
+    lab = np.argmin((yy[..., None] - pts[:, 0]) ** 2 + (xx[..., None] - pts[:, 1]) ** 2, axis=-1)
+    gt = (np.diff(lab, axis=0, append=lab[-1:]) != 0) | (np.diff(lab, axis=1, append=lab[:, -1:]) != 0)
+    soft = ndimage.gaussian_filter(np.roll(gt.astype(float), int(rng.integers(-2, 3)), axis=1), 1.5) * 3
+    tex = ndimage.gaussian_filter(rng.random((h, w)), 2.0)
+    tex = (tex - tex.min()) / (tex.max() - tex.min() + 1e-12)
+    prob = np.clip(soft + texture * tex + 0.05 * rng.random((h, w)), 0, 1)
+    return prob, gt.astype(np.int64)

@@ -171,19 +171,8 @@ def test_perfect_empty_and_state_merge():
 # --- the compiled kernels against the previous implementation ------------------------------------------------------
 
 
-def _voronoi_case(rng, h, w, regions=8, texture=0.35):
-    """A ground truth of region boundaries and a soft, shifted, textured prediction of it (what an edge net gives)."""
-    from scipy import ndimage
-
-    pts = rng.random((regions, 2)) * [h, w]
-    yy, xx = np.mgrid[0:h, 0:w]
-    lab = np.argmin((yy[..., None] - pts[:, 0]) ** 2 + (xx[..., None] - pts[:, 1]) ** 2, axis=-1)
-    gt = (np.diff(lab, axis=0, append=lab[-1:]) != 0) | (np.diff(lab, axis=1, append=lab[:, -1:]) != 0)
-    soft = ndimage.gaussian_filter(np.roll(gt.astype(float), int(rng.integers(-2, 3)), axis=1), 1.5) * 3
-    tex = ndimage.gaussian_filter(rng.random((h, w)), 2.0)
-    tex = (tex - tex.min()) / (tex.max() - tex.min() + 1e-12)
-    prob = np.clip(soft + texture * tex + 0.05 * rng.random((h, w)), 0, 1)
-    return prob, gt.astype(np.int64)
+def _voronoi_case(*args, **kwargs):
+    return pytest.importorskip("boundary_reference").voronoi_case(*args, **kwargs)
 
 
 def test_counts_equal_previous_implementation():
