@@ -264,3 +264,14 @@ def test_a_run_that_failed_before_its_first_checkpoint_reruns_without_resume(san
     assert (run / "results.json").is_file() and (run / "logs" / "version_0" / "metrics.csv").read_text() == "epoch\n"
     assert "lr: 0.001" in (run / "config.yaml").read_text() and not (run / ".mtkd.lock").exists()
     assert not list(sandbox.rglob("*.tmp"))
+
+
+def test_ctrl_c_in_a_study_exits_130_saying_how_to_resume(sandbox, capsys, monkeypatch):
+    def interrupted(cfg):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine_run, "train", interrupted)
+    study = write_study(sandbox / "cwd" / "s.yaml", out=str(sandbox / "st"))
+    assert main(["study", str(study)]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == ["mtkd: interrupted; rerun the same command to continue"]
+    assert not (sandbox / "st" / ".mtkd.lock").exists()  # released: the rerun is not refused
