@@ -9,9 +9,11 @@ in ``write``) removes its temporary file, so no ``.tmp`` litter is left behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import secrets
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -29,9 +31,28 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:  # KeyboardInterrupt too: never leave the temporary file behind
+    except BaseException as err:  # KeyboardInterrupt too: never leave the temporary file behind
         tmp.unlink(missing_ok=True)
+        named = failed_write(err, path)
+        if named is not None:
+            raise named from err
         raise
+
+
+def failed_write(err: BaseException, path: Path) -> OSError | None:
+    """The ``OSError`` that names ``path`` for a failed write of it, or None to let ``err`` through unchanged.
+
+    Writers report a full disk without the file name (``write()``), without an errno (numpy's short write) or as a
+    ``RuntimeError`` (torch's zip writer): with little space left it becomes ENOSPC naming ``path``."""
+    if isinstance(err, OSError) and err.errno is not None and err.filename is not None:
+        return None
+    if not isinstance(err, (OSError, RuntimeError)):
+        return None
+    if shutil.disk_usage(path.parent).free < 64 * 2**20:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    if isinstance(err, OSError):
+        return OSError(err.errno, err.strerror or str(err), str(path))
+    return None
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> None:

@@ -237,3 +237,31 @@ def test_a_bug_still_shows_its_traceback(sandbox, monkeypatch):
     monkeypatch.setattr(mtkd.cli, "_dispatch", bug)
     with pytest.raises(KeyError):
         main(TRAIN)
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 64 KiB tmpfs (needs root on Linux; skipped elsewhere): a real full disk."""
+    import subprocess
+
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=True)  # lazy: a writer's handle may still be closing
+
+
+def test_a_real_full_disk_names_the_file_and_leaves_no_tmp(full_disk):
+    from mtkd.atomic import write_atomic
+    from mtkd.cli import user_error
+    from mtkd.engine.checkpoint_io import AtomicCheckpointIO
+
+    writes = {"last.ckpt": lambda p: AtomicCheckpointIO().save_checkpoint({"w": torch.zeros(100_000)}, p),
+              "depth.npy": lambda p: write_atomic(p, lambda f: np.save(f, np.zeros(100_000)))}
+    for name, write in writes.items():
+        with pytest.raises(OSError) as info:
+            write(full_disk / name)
+        assert user_error(info.value) == f"cannot write {full_disk / name}: No space left on device; free space on " \
+                                         "that disk or write elsewhere"
+    assert list(full_disk.iterdir()) == []
