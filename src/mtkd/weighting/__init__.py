@@ -19,6 +19,7 @@ from mtkd.weighting import (  # noqa: F401  (registration)
 from mtkd.weighting import (  # noqa: F401  (registration: issue 17)
     config, dualproj, excessmtl, fairgrad, gls, imtl_l, moco, stch, upgrad,
 )
+from mtkd.registry import construct
 from mtkd.weighting.base import WEIGHTINGS, GradientWeighting, LossWeighting, Weighting
 
 __all__ = ["GradientWeighting", "LossWeighting", "Weighting", "get", "names"]
@@ -26,7 +27,7 @@ __all__ = ["GradientWeighting", "LossWeighting", "Weighting", "get", "names"]
 
 def get(name: str, tasks: Sequence[str] = (), **options: Any) -> Weighting:
     """Build the weighting method ``name``; an unknown name raises MtkdError with the closest names."""
-    return WEIGHTINGS.get(name)(tasks, **options)
+    return construct("weighting", name, WEIGHTINGS.get(name), (tasks,), options)
 
 
 def names() -> list[str]:
