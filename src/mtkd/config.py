@@ -53,6 +53,7 @@ class DataConfig:
     val_fraction: float = num(0.1, ge=0, lt=1)  # held out of train for model selection
     select_on: str = choice("val", "test")  # val (held-out) | test (what the reference codebases do; flatters)
     feedback_fraction: float = num(0.0, ge=0, lt=1)  # held out of train, never trained or selected on (JointDistill)
+    depth_range: Optional[List[float]] = None  # [min, max]: depth targets outside are invalid (e.g. [0.001, 80] m)
     augment: bool = True
     seed: int = 0
     rooms: Dict[str, Any] = mapping(n_train=800, n_test=200, height=96, width=128)

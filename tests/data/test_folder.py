@@ -174,3 +174,25 @@ def test_cityscapes_variant_disparity(tmp_path):
     # the MTAN release: label_7 / label_19 and no meta.json -> disparity
     (root / "meta.json").unlink()
     assert dataset_info(root)["depth"] == "disparity"
+
+
+def test_depth_range_is_a_validity_mask_on_every_split(tmp_path):
+    """data.depth_range: targets outside [min, max] read as 0 (invalid), the rest unchanged; bad ranges refused."""
+    from mtkd.data.datamodule import MultiTaskDataModule
+
+    root = make_mtan(tmp_path)
+    for split in ("train", "val"):
+        raw = np.load(root / split / "depth" / "1.npy")[..., 0]
+        got = FolderDataset(root, split, tasks=("depth",), depth_range=(1.0, 4.0))[1]["depth"][0].numpy()
+        want = np.where((raw >= 1.0) & (raw <= 4.0), raw, 0)
+        assert (want == 0).sum() > (raw == 0).sum()  # the range removed some pixels
+        np.testing.assert_array_equal(got, want)
+    dm = MultiTaskDataModule(root=str(root), dataset="folder", tasks=("depth",), batch_size=2, depth_range=[1.0, 4.0],
+                             augment=False)  # the scale augmentation rescales depth after the mask
+    dm.setup()
+    for loader in (dm.train_dataloader(), dm.val_dataloader(), dm.test_dataloader()):
+        d = next(iter(loader))["depth"]
+        assert bool(((d == 0) | ((d >= 1.0) & (d <= 4.0))).all())
+    for bad in ([4.0, 1.0], [1.0], [-1.0, 2.0], "80"):
+        with pytest.raises(MtkdError, match="depth_range"):
+            FolderDataset(root, "train", tasks=("depth",), depth_range=bad)

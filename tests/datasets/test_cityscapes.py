@@ -31,6 +31,7 @@ def test_end_to_end_metric_full_size(tmp):
     assert meta["splits"] == {"train": 3, "val": 1} and meta["depth"] == "metric"
     lut19 = np.array([TRAIN.get(i, -1) for i in range(34)])
     lut7 = np.array([CAT[i] for i in range(34)])
+    far = []
     for split, items in layout.items():
         for k, (city, stem) in enumerate(sorted(items)):
             d = data[(split, city, stem)]
@@ -41,8 +42,15 @@ def test_end_to_end_metric_full_size(tmp):
             disp = np.where(p > 0, (p - 1) / 256, 0)
             b, fx = d["cam"]["extrinsic"]["baseline"], d["cam"]["intrinsic"]["fx"]
             want = np.where(disp > 0, b * fx / np.where(disp > 0, disp, 1), 0)
+            far.append(int((want > 80).sum()))
+            want = np.where(want <= 80, want, 0)  # the default validity mask: beyond 80 m is invalid
             np.testing.assert_allclose(load_split(out, split, "depth")[k][..., 0], want, rtol=1e-5)
             assert (load_split(out, split, "depth")[k][0, :4] == 0).all()
+    assert sum(far) > 0  # the fixture has far points, so the mask was exercised
+    uncapped = convert("cityscapes", tmp / "src", tmp / "uncapped", size=None, progress=False, max_depth=None)
+    assert max(float(a.max()) for a in load_split(uncapped, "train", "depth")) > 80
+    with pytest.raises(MtkdError, match="min_depth"):
+        convert("cityscapes", tmp / "src", tmp / "bad", size=None, progress=False, min_depth=90.0)
 
 
 def test_disparity_resized_scales_with_width(tmp):

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from mtkd.data.folder import FolderDataset, dataset_info
+from mtkd.data.folder import FolderDataset, check_depth_range, dataset_info
 from mtkd.data.transforms import MultiTaskAugment, Normalize
 from mtkd.errors import MtkdError
 
@@ -50,7 +50,7 @@ class MultiTaskDataModule(L.LightningDataModule):
                  rooms: dict[str, int] | None = None, folders: dict[str, str] | None = None,
                  depth_from_disparity: bool = False, limit_train: int | None = None,
                  data_dir: str | None = None, num_classes: int | None = None,
-                 feedback_fraction: float = 0.0) -> None:
+                 feedback_fraction: float = 0.0, depth_range: Sequence[float] | None = None) -> None:
         super().__init__()
         if dataset not in ("rooms", "folder"):
             raise MtkdError(f"dataset {dataset!r}: must be 'rooms' or 'folder'")
@@ -72,6 +72,7 @@ class MultiTaskDataModule(L.LightningDataModule):
         self.dataset, self.batch_size, self.num_workers = dataset, int(batch_size), int(num_workers)
         self.val_fraction, self.select_on, self.augment, self.seed = float(val_fraction), select_on, augment, int(seed)
         self.feedback_fraction = float(feedback_fraction)
+        self.depth_range = check_depth_range(depth_range)  # validity mask on every split (see FolderDataset)
         self.folders, self.depth_from_disparity, self.limit_train = folders, depth_from_disparity, limit_train
         self._num_classes_arg = num_classes
         if dataset == "rooms":
@@ -113,7 +114,7 @@ class MultiTaskDataModule(L.LightningDataModule):
 
     def _make(self, split: str, indices: Sequence[int] | None, transform: Any) -> FolderDataset:
         return FolderDataset(self.root, split, self.tasks, self.folders, indices, transform,
-                             self.depth_from_disparity, self._num_classes_arg)
+                             self.depth_from_disparity, self._num_classes_arg, self.depth_range)
 
     def split_indices(self, n: int) -> tuple[list[int], list[int]]:
         """(train, validation) file ids of the MTAN train folder with ``n`` samples: disjoint, seeded."""

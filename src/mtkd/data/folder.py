@@ -29,6 +29,13 @@ store **disparity**; with ``depth_from_disparity=False`` (default) it is kept as
 ``d > 0`` (0 elsewhere): inverse disparity, proportional to metric depth with an unknown per-dataset factor
 (baseline × focal length); it refuses a folder whose ``meta.json`` says the depth is already metric.
 :attr:`FolderDataset.depth_is_disparity` tells the augmentation which way to rescale depth (see transforms).
+
+``depth_range=(min, max)`` (``data.depth_range``; default none) is the evaluation range of depth benchmarks as a
+validity mask: a target outside [min, max] (in the units the target has after ``depth_from_disparity``) becomes 0,
+i.e. invalid for the loss and for every metric, on every split (on the stored values: the training scale
+augmentation divides depth by its scale afterwards). Outdoor metric depth is usually capped at 80 m
+(the KITTI / Eigen protocol); MTAN-layout disparity files are evaluated on every valid pixel (no range), as MTAN and
+LibMTL do.
 """
 
 from __future__ import annotations
@@ -150,7 +157,7 @@ class FolderDataset(torch.utils.data.Dataset):
     def __init__(self, root: str | os.PathLike, split: str = "train", tasks: Sequence[str] = ("semseg", "depth", "normal"),
                  folders: dict[str, str] | None = None, indices: Sequence[int] | None = None,
                  transform: Callable[[dict], dict] | None = None, depth_from_disparity: bool = False,
-                 num_classes: int | None = None) -> None:
+                 num_classes: int | None = None, depth_range: Sequence[float] | None = None) -> None:
         self.root = Path(root).expanduser()
         if split not in SPLITS:
             raise MtkdError(f"split {split!r}: must be one of {', '.join(SPLITS)} ('val' is the MTAN test split)")
@@ -168,6 +175,7 @@ class FolderDataset(torch.utils.data.Dataset):
         self.split, self.tasks, self.transform = split, tasks, transform
         self.folders = {t: (folders or {}).get(t, DEFAULT_FOLDERS[t]) for t in tasks}
         self.depth_from_disparity = bool(depth_from_disparity)
+        self.depth_range = check_depth_range(depth_range)
 
         if not self.root.is_dir():
             raise MtkdError(f"{self.root}: dataset folder does not exist")
@@ -287,6 +295,9 @@ class FolderDataset(torch.utils.data.Dataset):
                 arr = arr.astype(np.float32).reshape(arr.shape[0], arr.shape[1], -1).transpose(2, 0, 1)
                 if task == "depth" and self.depth_from_disparity:
                     arr = np.where(arr > 0, 1.0 / np.where(arr > 0, arr, 1.0), 0.0).astype(np.float32)
+                if task == "depth" and self.depth_range is not None:
+                    lo, hi = self.depth_range
+                    arr = np.where((arr >= lo) & (arr <= hi), arr, 0.0).astype(np.float32)
                 out[task] = torch.from_numpy(np.ascontiguousarray(arr))
         out["index"] = int(index)
         return out
@@ -294,6 +305,18 @@ class FolderDataset(torch.utils.data.Dataset):
     def __getitem__(self, k: int) -> dict[str, Any]:
         sample = self.load(self.indices[k])
         return self.transform(sample) if self.transform is not None else sample
+
+
+def check_depth_range(depth_range: Sequence[float] | None) -> tuple[float, float] | None:
+    """``None`` or ``(min, max)`` with 0 ≤ min < max (``data.depth_range``)."""
+    if depth_range is None:
+        return None
+    vals = None if isinstance(depth_range, (str, bytes)) else list(depth_range) if hasattr(depth_range, "__len__") else None
+    ok = vals is not None and len(vals) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in vals)
+    if not ok or not 0 <= vals[0] < vals[1]:
+        raise MtkdError(f"data.depth_range must be [min, max] with 0 ≤ min < max (e.g. [0.001, 80]), got {depth_range!r}")
+    return float(vals[0]), float(vals[1])
 
 
 def read_npy(path: Path, mmap: bool = False) -> np.ndarray:

@@ -10,7 +10,11 @@ object, nature, sky, human, vehicle from ``catId``; void -1; labels ignored in t
 category, e.g. parking or caravan, keep their category as ``catId`` does), depth (H x W x 1):
 
 - ``depth="metric"`` (default): metres, baseline * fx / d per image (from its own camera file), then nearest
-  resize (metric depth does not change with the image size);
+  resize (metric depth does not change with the image size). Validity mask: a depth outside
+  [``min_depth``, ``max_depth``] (default 0 and 80 m) is written as 0 = invalid. Stereo disparity of far points is
+  a few pixels and noisy (d = 1/256 px would give a "valid" ~470 km); 80 m is the usual cap of outdoor depth
+  benchmarks (KITTI / Eigen et al.), which Cityscapes depth evaluations reuse. ``max_depth=None`` keeps every
+  positive disparity;
 - ``depth="disparity"``: d in pixels of the *output* image, i.e. scaled by out_width / 2048, nearest resize
   (the MTAN / LibMTL Cityscapes files store inverse depth; their exact scale is not documented).
 
@@ -92,6 +96,8 @@ def convert_cityscapes(
     size: Any = (128, 256),
     progress: bool = True,
     depth: str = "metric",
+    min_depth: float = 0.0,
+    max_depth: float | None = 80.0,
 ) -> Path:
     """Convert the official Cityscapes packages unpacked under ``src`` (see module doc)."""
     src = Path(src)
@@ -100,6 +106,9 @@ def convert_cityscapes(
         from mtkd.registry import suggest
 
         raise suggest(depth, ("metric", "disparity"), "Cityscapes depth mode")
+    hi = float("inf") if max_depth is None else float(max_depth)
+    if not (0 <= float(min_depth) < hi):
+        raise MtkdError(f"cityscapes: need 0 ≤ min_depth < max_depth, got min_depth={min_depth}, max_depth={max_depth}")
     lut19, lut7, names19 = label_tables()
     splits: dict[str, list[str]] = {}
     for split in ("train", "val"):
@@ -128,7 +137,8 @@ def convert_cityscapes(
         w_in = img.shape[1]
         if depth == "metric":
             baseline, fx = read_camera(cp)
-            d = np.where(disp > 0, baseline * fx / np.where(disp > 0, disp, 1), 0).astype(np.float32)
+            d = np.where(disp > 0, baseline * fx / np.where(disp > 0, disp, 1), 0)
+            d = np.where((d >= float(min_depth)) & (d <= hi), d, 0).astype(np.float32)
         else:
             scale = (hw[1] if hw else w_in) / w_in
             d = (disp * scale).astype(np.float32)
@@ -146,11 +156,14 @@ def convert_cityscapes(
         "protocol": {
             "splits": "train -> train (2975), val -> val (500, the split papers report on)",
             "label_19": "cityscapesScripts trainIds, others -1", "label_7": "catId - 1, void -1",
-            "depth": ("metres = baseline * fx / d, d = (p - 1) / 256" if depth == "metric"
+            "depth": (f"metres = baseline * fx / d, d = (p - 1) / 256, outside [{min_depth}, {max_depth}] m invalid"
+                      if depth == "metric"
                       else "disparity in output-image pixels, d = (p - 1) / 256 * out_w / in_w") + "; 0 invalid",
         },
         "depth": depth,
     }
     options = {"size": list(hw) if hw else None, "depth": depth}
+    if depth == "metric":
+        options.update(min_depth=float(min_depth), max_depth=None if max_depth is None else float(max_depth))
     return run_plan(Plan("cityscapes", splits, ("image", "label_19", "label_7", "depth"), load, meta, options),
                     out, progress)

@@ -11,6 +11,11 @@ With e = p - t over the valid pixels V of *all* images (not a mean of per-batch 
 
 Valid pixels: finite target with t > 0 (0 is the datasets' "invalid" marker; a negative or non-finite target is not a
 depth either). States are float64 sums and a count with ``dist_reduce_fx="sum"``, so DDP sync is exact pooling.
+
+Evaluation range (``min_depth``, ``max_depth``; default none): the depth-benchmark protocol (Eigen et al. 2014, the
+KITTI split's 1e-3–80 m): only targets in [min_depth, max_depth] count, and predictions are clamped into the same
+range before the errors. The run-level equivalent is ``data.depth_range`` (a validity mask on the targets for
+training and every split, without clamping predictions).
 """
 
 from __future__ import annotations
@@ -30,8 +35,12 @@ class DepthMetrics(Metric):
 
     full_state_update = False
 
-    def __init__(self, **kwargs):
+    def __init__(self, min_depth: float = 0.0, max_depth: float | None = None, **kwargs):
         super().__init__(**kwargs)
+        hi = float("inf") if max_depth is None else float(max_depth)
+        if not 0 <= float(min_depth) < hi:
+            raise ValueError(f"DepthMetrics: need 0 ≤ min_depth < max_depth, got {min_depth}, {max_depth}")
+        self.min_depth, self.max_depth = float(min_depth), hi
         for name in _SUMS:
             self.add_state(name, default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
@@ -39,9 +48,11 @@ class DepthMetrics(Metric):
         if pred.shape != target.shape:
             raise ValueError(f"DepthMetrics: pred {tuple(pred.shape)} and target {tuple(target.shape)} differ")
         t = target.detach().double()
-        valid = torch.isfinite(t) & (t > 0)
+        valid = torch.isfinite(t) & (t > 0) & (t >= self.min_depth) & (t <= self.max_depth)
         t = t[valid]
         p = pred.detach().double()[valid]
+        if self.min_depth > 0 or self.max_depth < float("inf"):
+            p = p.clamp(min=self.min_depth, max=self.max_depth)
         e = p - t
         pc = p.clamp(min=_EPS)
         self.sum_abs += e.abs().sum()
