@@ -94,3 +94,25 @@ def test_bad_inputs_name_the_file(tmp):
     scipy.io.savemat(tmp / "cm.mat", {"foo": np.zeros((1, 3))})
     with pytest.raises(MtkdError, match="cm.mat"):
         convert("nyud_raw", tmp / "src", tmp / "o5", class_map40=tmp / "cm.mat", progress=False)
+
+
+def test_arrays_not_in_the_official_orientation_are_refused(tmp):
+    """A v7.3 .mat saved H-before-W (N x 3 x 480 x 640 through h5py) would be transposed into portrait images:
+    refused, naming the shapes found and the official ones; the message for 13/40 classes names the CLI form."""
+    make_nyud_raw(tmp / "src")
+    mat = tmp / "src" / "nyu_depth_v2_labeled.mat"
+    mat.unlink()
+    write_v73(mat, {"images": np.zeros((5, 3, 12, 16), np.uint8), "depths": np.ones((5, 12, 16), np.float32),
+                    "labels": np.ones((5, 12, 16), np.uint16)})
+    with pytest.raises(MtkdError, match=r"not in the official orientation: images \(5, 3, 12, 16\).*"
+                                        r"expected N x 3 x 640 x 480"):
+        convert("nyud_raw", tmp / "src", tmp / "o", classes=894, progress=False)
+    mat.unlink()
+    write_v73(mat, {"images": np.zeros((5, 3, 16, 12), np.uint8), "depths": np.ones((5, 12, 16), np.float32),
+                    "labels": np.ones((5, 12, 16), np.uint16)})  # depths transposed against the images
+    with pytest.raises(MtkdError, match=r"unexpected shapes images \(5, 3, 16, 12\), depths \(5, 12, 16\)"):
+        convert("nyud_raw", tmp / "src", tmp / "o2", classes=894, progress=False)
+    make_nyud_raw(tmp / "src2")
+    with pytest.raises(MtkdError) as err:
+        convert("nyud_raw", tmp / "src2", tmp / "o3", classes=13, progress=False)
+    assert "class_map40=" in str(err.value) and "--class-map40" not in str(err.value)

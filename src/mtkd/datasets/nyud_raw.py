@@ -92,18 +92,25 @@ class NyuArrays:
         self.images = mat.need("images")
         self.depths = mat.need("depths")
         self.labels = mat.need("labels")
+        expected = ("N x 3 x 640 x 480 / N x 640 x 480 (MATLAB v7.3 through h5py, W before H)" if mat.hdf5
+                    else "480 x 640 x 3 x N / 480 x 640 x N (MATLAB v5, H before W)")
+        found = f"images {self.images.shape}, depths {self.depths.shape}, labels {self.labels.shape}"
         if mat.hdf5:
             n = self.images.shape[0]
             ok = self.images.ndim == 4 and self.images.shape[1] == 3 and self.depths.shape[0] == n
+            hw = tuple(self.images.shape[3:1:-1]) if ok else None  # stored W x H
+            ok = ok and tuple(self.depths.shape[1:]) == tuple(self.images.shape[2:])
         else:
             n = self.images.shape[-1]
             ok = self.images.ndim == 4 and self.images.shape[2] == 3 and self.depths.shape[-1] == n
+            hw = tuple(self.images.shape[:2]) if ok else None
+            ok = ok and tuple(self.depths.shape[:2]) == tuple(self.images.shape[:2])
         ok = ok and self.labels.shape == self.depths.shape
         if not ok:
-            raise MtkdError(
-                f"{mat.path}: unexpected shapes images {self.images.shape}, depths {self.depths.shape}, "
-                f"labels {self.labels.shape}"
-            )
+            raise MtkdError(f"{mat.path}: unexpected shapes {found}; expected {expected}")
+        if hw[0] > hw[1]:  # the official frames are landscape (480 x 640): these would come out portrait
+            raise MtkdError(f"{mat.path}: arrays not in the official orientation: {found} would give "
+                            f"{hw[0]} x {hw[1]} (portrait) images; expected {expected} — re-save the .mat as released")
         self.n = int(n)
 
     def get(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -178,8 +185,9 @@ def convert_nyud_raw(
         raise MtkdError(f"classes={classes}: choose 13, 40 or 894")
     if classes in (13, 40) and class_map40 is None:
         raise MtkdError(
-            f"classes={classes} from the raw 894 labels needs the 894->40 mapping: pass class_map40=PATH "
-            "(--class-map40) to classMapping40.mat from the nyuv2-meta-data repository, or use classes=894"
+            f"classes={classes} from the raw 894 labels needs the 894->40 mapping: add class_map40=PATH (e.g. "
+            "mtkd data convert nyud_raw SRC OUT class_map40=classMapping40.mat) with classMapping40.mat from the "
+            "nyuv2-meta-data repository, or use classes=894"
         )
     lut = None
     if classes != 894:
