@@ -224,6 +224,9 @@ class GradientWeighting(Weighting):
     #: rep_grad mode: set ``rep_values`` (the shared representation, B×..., the union batch under DDP) for combine
     needs_rep_values: bool = False
     rep_values: Tensor | None = None
+    #: parameter mode: the sizes (numel) of the shared parameter tensors, in G's column order, set by the plumbing
+    #: before ``combine`` (GradVac's per-tensor groups); None for a bare matrix or in rep_grad mode
+    blocks: tuple[int, ...] | None = None
 
     def __init__(self, tasks: Sequence[str] = (), **options: Any):
         super().__init__(tasks, **options)

@@ -100,6 +100,7 @@ def gradient_backward(
         dist.all_reduce(buf)
         buf /= dist.get_world_size()
         G, raw = buf[:, :-1], buf[:, -1]
+    method.blocks = tuple(p.numel() for p in params)
     d = method.combine(G, losses=raw)
     offset = (d - G.sum(0)).detach()
     # the correction enters the ONE backward as the linear term ⟨θ, offset⟩ (its gradient is exactly offset), so
