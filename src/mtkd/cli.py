@@ -47,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("file", help="study YAML (methods, seeds, budget; see docs/pipeline.md)")
     st.add_argument("--out", help="study folder (default: the file's 'out:', else runs/<name>)")
     st.add_argument("--no-report", action="store_true", help="train only, no report")
+    st.add_argument("--workers", type=int, help="train N runs at once on a local Ray instance (needs mtkd[ray])")
+    st.add_argument("--address", help="train on a running Ray cluster instead ('auto', or the head's host:port)")
+    st.add_argument("--gpus-per-run", type=float, help="GPUs each run reserves on Ray (default: its trainer.devices "
+                    "where there are GPUs, else 0)")
+    st.add_argument("--cpus-per-run", type=int, help="CPU cores (torch threads) each run reserves on Ray (default: "
+                    "the cores over --workers; 1 on a cluster)")
     r = sub.add_parser("report", help="tables, plots, prediction grids and report.html for a folder of runs")
     r.add_argument("dir", help="a study folder or any folder of run folders")
     r.add_argument("--out", help="output folder (default: DIR/report)")
@@ -123,7 +129,13 @@ def _dispatch(args: argparse.Namespace) -> None:
         from mtkd.study import failed_runs, load_study, run_study
 
         study = load_study(args.file, out=args.out)
-        run_study(study)
+        executor = None
+        if any(v is not None for v in (args.workers, args.address, args.gpus_per_run, args.cpus_per_run)):
+            from mtkd.study_ray import RayExecutor
+
+            executor = RayExecutor(args.workers, args.address, args.gpus_per_run, args.cpus_per_run)
+            executor.check()
+        run_study(study, executor=executor)
         if not args.no_report:
             show_report(build_report(study.out))
         if failed_runs(study.out):  # the others finished and are reported; the command still fails

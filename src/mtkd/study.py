@@ -336,47 +336,74 @@ def failed_runs(out: str | Path) -> str | None:
             f"command (finished runs are reused; details in {index})")
 
 
-def run_study(study: Study, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def run_study(study: Study, log: Callable[[str], None] = print, executor: Any = None) -> list[dict[str, Any]]:
     """Train every planned run not already finished, holding the study folder's lock; returns the
-    ``study.json`` records."""
+    ``study.json`` records. ``executor`` (``mtkd.study_ray.RayExecutor``) trains runs concurrently; without it they
+    train one after another in this process."""
     lock = study_folder(study)
     try:
-        return _run_plan(study, log)
+        return _run_plan(study, log, executor)
     finally:
         lock.release()
 
 
-def _run_plan(study: Study, log: Callable[[str], None]) -> list[dict[str, Any]]:
+@dataclass
+class Step:
+    """One planned run while a study executes: what to do before it trains and how to record its outcome (shared
+    by the sequential loop and the Ray executor, so both decide and record alike)."""
+
+    run: PlannedRun
+    record: dict[str, Any]
+    head: str
+
+    def start(self, failed: set[tuple[str, int]], log: Callable[[str], None]) -> bool:
+        """Skip (a teacher failed) or reuse (finished earlier), recording it; True when the run must train."""
+        lost = [m for m in self.run.needs if (m, self.run.seed) in failed]
+        status = run_status(self.run)
+        if lost:
+            self.record.update(status="skipped", error=f"teacher run(s) failed: {', '.join(lost)}")
+            failed.add((self.run.method, self.run.seed))
+            log(f"{self.head}: skipped, {self.record['error']}")
+            return False
+        if status == "done":
+            self.record["status"] = "done"
+            log(f"{self.head}: finished earlier, reused")
+            return False
+        log(f"{self.head}: {'resuming' if status == 'resume' else 'training'}")
+        return True
+
+    def finish(self, error: str | None, seconds: float, failed: set[tuple[str, int]],
+               log: Callable[[str], None]) -> None:
+        if error is not None:
+            self.record.update(status="failed", error=error)
+            failed.add((self.run.method, self.run.seed))
+            log(f"{self.head}: FAILED: {error}")
+        else:
+            self.record["status"] = "done"
+            log(f"{self.head}: done in {seconds:.0f} s")
+
+
+def _run_plan(study: Study, log: Callable[[str], None], executor: Any = None) -> list[dict[str, Any]]:
     from mtkd.engine.run import train
 
     plan = study.plan()
     for run in plan:  # refuse a clashing folder before training anything
         run_status(run)
     records = [{"method": r.method, "seed": r.seed, "run": str(r.path), "status": "pending"} for r in plan]
+    steps = [Step(r, rec, f"[{i}/{len(plan)}] {r.method} seed {r.seed}")
+             for i, (r, rec) in enumerate(zip(plan, records), 1)]
     failed: set[tuple[str, int]] = set()
-    for i, (run, record) in enumerate(zip(plan, records), 1):
-        head = f"[{i}/{len(plan)}] {run.method} seed {run.seed}"
-        lost = [m for m in run.needs if (m, run.seed) in failed]
-        status = run_status(run)
-        if lost:
-            record.update(status="skipped", error=f"teacher run(s) failed: {', '.join(lost)}")
-            failed.add((run.method, run.seed))
-            log(f"{head}: skipped, {record['error']}")
-        elif status == "done":
-            record["status"] = "done"
-            log(f"{head}: finished earlier, reused")
-        else:
-            log(f"{head}: {'resuming' if status == 'resume' else 'training'}")
+    if executor is not None:
+        executor.run(steps, failed, lambda: write_index(study, records), log)
+    for step in steps if executor is None else []:
+        if step.start(failed, log):
             start = time.time()
             try:
-                train(OmegaConf.create(run.config))
+                train(OmegaConf.create(step.run.config))
             except MtkdError as err:
-                record.update(status="failed", error=str(err))
-                failed.add((run.method, run.seed))
-                log(f"{head}: FAILED: {err}")
+                step.finish(str(err), 0, failed, log)
             else:
-                record["status"] = "done"
-                log(f"{head}: done in {time.time() - start:.0f} s")
+                step.finish(None, time.time() - start, failed, log)
         write_index(study, records)
     write_index(study, records)
     return records
