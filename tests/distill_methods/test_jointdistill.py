@@ -224,3 +224,15 @@ def test_feedback_scores_each_task_with_its_own_class_count():
         np.add.at(cm, (y, p), 1)
         inter, union = np.diag(cm), cm.sum(0) + cm.sum(1) - np.diag(cm)
         assert got[t] == pytest.approx(100 * np.mean(inter[union > 0] / union[union > 0]), rel=1e-5)
+
+
+def test_leaky_data_sections_are_refused_before_anything_is_written(tmp_path):
+    from mtkd.engine.run import check_names
+
+    base = ["data.tasks=[semseg,depth]", "distill.name=jointdistill", "distill.teachers.semseg=x",
+            "distill.teachers.depth=x"]
+    for bad, match in ((["data.feedback_fraction=0.15", "data.select_on=test"], "select_on=test"),
+                       ([], "feedback split")):
+        with pytest.raises(MtkdError, match=match):
+            check_names(to_dict(load_config(None, tiny(tmp_path, *base, *bad))))
+    check_names(to_dict(load_config(None, tiny(tmp_path, *base, "data.feedback_fraction=0.15"))))

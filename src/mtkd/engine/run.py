@@ -170,9 +170,10 @@ def check_names(cfg: dict[str, Any]) -> None:
                         "or distill.options.otw=false")
     weighting.get(cfg["weighting"]["name"], tasks=cfg["data"]["tasks"], **dict(cfg["weighting"]["options"] or {}))
     if dist["name"] != "none":
-        from mtkd.distill import check_options
+        from mtkd.distill import check_data, check_options
 
         check_options(dist["name"], dist["options"])
+        check_data(dist["name"], cfg["data"])  # e.g. JointDistill: a feedback split, never select_on=test
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
