@@ -265,3 +265,25 @@ def test_a_real_full_disk_names_the_file_and_leaves_no_tmp(full_disk):
         assert user_error(info.value) == f"cannot write {full_disk / name}: No space left on device; free space on " \
                                          "that disk or write elsewhere"
     assert list(full_disk.iterdir()) == []
+
+
+def test_nan_in_the_test_split_is_found_before_training(tmp_path, capsys, monkeypatch):
+    """The test split is read only after training; its values are checked when the data is set up, so the run
+    stops before its first step (no checkpoint), naming the file."""
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "data"
+    for split in ("train", "val"):
+        for sub in ("image", "label", "depth"):
+            (data / split / sub).mkdir(parents=True)
+        for i in range(2):
+            np.save(data / split / "image" / f"{i}.npy", np.zeros((8, 8, 3), np.float32))
+            np.save(data / split / "label" / f"{i}.npy", np.zeros((8, 8), np.int64))
+            np.save(data / split / "depth" / f"{i}.npy", np.ones((8, 8), np.float32))
+    np.save(data / "val" / "depth" / "1.npy", np.full((8, 8), np.nan, np.float32))
+    capsys.readouterr()
+    code = main(["train", "rooms/mtl_ew", "data.dataset=folder", f"data.root={data}", "data.tasks=[semseg,depth]",
+                 "data.val_fraction=0.5", "data.batch_size=1", "trainer.progress_bar=false", "name=nan"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, lines
+    assert re.search(r"data/val/depth/1\.npy: depth contains NaN \(64 values\)", lines[0]), lines[0]
+    assert not list(tmp_path.glob("runs/nan/checkpoints/*.ckpt"))

@@ -159,6 +159,8 @@ class MultiTaskDataModule(L.LightningDataModule):
                 sizes = sorted({ds.sizes[i] for i in ds.indices})
                 raise MtkdError(f"{ds.root / ds.split / 'image'}: images of different sizes {sizes[:3]}; "
                                 "batching needs one size (convert with a fixed size)")
+        if stage == "fit":  # the test split is read only after training: a NaN in it is found before
+            self.test_set.check_values()
 
     def _loader(self, ds: FolderDataset, train: bool) -> DataLoader:
         kw: dict[str, Any] = {"batch_size": self.batch_size, "num_workers": self.num_workers,

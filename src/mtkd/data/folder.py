@@ -302,6 +302,12 @@ class FolderDataset(torch.utils.data.Dataset):
         out["index"] = int(index)
         return out
 
+    def check_values(self) -> None:
+        """Read every sample once (no transform): the first NaN / inf or bad class id is one ``MtkdError`` now —
+        for a split otherwise read only after training (the test split)."""
+        for i in self.indices:
+            self.load(i)
+
     def __getitem__(self, k: int) -> dict[str, Any]:
         sample = self.load(self.indices[k])
         return self.transform(sample) if self.transform is not None else sample
