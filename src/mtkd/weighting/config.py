@@ -1,5 +1,5 @@
 """ConFIG, conflict-free inverse gradients (Liu, Chu & Thuerey, ICLR 2025, "ConFIG: towards conflict-free training
-of physics informed neural networks", arXiv 2408.11104, §3, eq. 2–3; the single-step ConFIG, not M-ConFIG).
+of physics informed neural networks", arXiv 2408.11104, eq. 2; the single-step ConFIG, not M-ConFIG).
 
 With the unit gradients ĝ_t = g_t/‖g_t‖ stacked as Û (T×D) and target cosines p (the paper: all 1),
 

@@ -1,5 +1,7 @@
-"""DualProj, projection of the averaged gradient onto the dual cone (Quinton & Rey, 2024, "Jacobian descent for
-multi-objective optimization", arXiv 2406.16232, §3 and Appendix on alternative aggregators, A_DualProj).
+"""DualProj, projection of the averaged gradient onto the dual cone: the aggregator A_DualProj compared in Quinton &
+Rey, 2024, "Jacobian descent for multi-objective optimization" (arXiv 2406.16232), i.e. the projection of GEM
+(Lopez-Paz & Ranzato, NeurIPS 2017, "Gradient episodic memory for continual learning", eq. 11) applied to the mean
+gradient.
 
 The preference-weighted mean gradient Jᵀp (the paper: p = 1/T) is projected onto the dual cone
 {x : Jx ≥ 0} of the task gradients:

@@ -1,5 +1,5 @@
-"""ExcessMTL, robust multi-task learning with excess risks (He, Zhou, Zhang & Wei, ICML 2024, "Robust multi-task
-learning with excess risks", arXiv 2402.02009, §3, Algorithm 1).
+"""ExcessMTL, robust multi-task learning with excess risks (He et al., ICML 2024, PMLR 235, "Robust multi-task learning
+with excess risks": excess risk eq. 6–7, scale processing §3.2, exponentiated weight update eq. 9).
 
 Task weights follow each task's estimated *excess* risk (distance to its own optimum) instead of its loss, so a
 task with label noise (high irreducible loss) does not take over. Per step, with the task gradients g_t:
@@ -9,7 +9,8 @@ task with label noise (high irreducible loss) does not take over. Per step, with
     first step:  Ê⁰_t = Ê_t, w = 1            later:  w_t ← w_t · exp(η Ê_t / Ê⁰_t),   w ← T w / Σ w
     d = Σ_t w_t g_t
 
-The division by the first step's Ê⁰ is the paper's scale processing (each task's excess risk relative to its start);
+The division by the first step's Ê⁰ is the paper's scale processing (each task's excess risk relative to its start;
+the paper's Appendix C.1 suggests averaging Ê⁰ over warm-up steps instead — not offered);
 the weights sum to T (EW's scale) as in the authors' code (their LibMTL fork) and LibMTL. TorchJD's ``ExcessMTL``
 differs: weights sum to 1, and its first call already moves the weights (it uses the raw Ê there) — mtkd follows the
 authors' code. The exponentiated update is done in log space (no overflow for a large Ê/Ê⁰).

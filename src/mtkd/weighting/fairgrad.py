@@ -1,5 +1,5 @@
 """FairGrad, α-fair resource allocation of the update among tasks (Ban & Ji, ICML 2024, "Fair resource allocation in
-multi-task learning", arXiv 2402.15638, §3–4).
+multi-task learning", arXiv 2402.15638: the α-fair update and its optimality condition).
 
 The update d maximises the α-fair utility of the task "rates" u_t = ⟨g_t, d⟩ in a ball,
 max_{‖d‖≤ε} Σ_t u_t^{1−α}/(1−α) (log u_t at α = 1). Its optimality condition gives d = Σ_t w_t g_t with w > 0 and
@@ -15,7 +15,7 @@ authors' code and LibMTL solve the same equation with ``scipy.optimize.least_squ
 finite solution; it does not move d). Logged weights are w (their scale follows the gradients').
 ``rep_grad`` does not apply (the paper and its code work on the shared parameters).
 
-Options: ``alpha`` = 1.0 (LibMTL's default; the paper tunes α per benchmark, e.g. 2.0 on NYU-v2), ``max_iter`` = 100.
+Options: ``alpha`` = 1.0 (LibMTL's default; the paper tunes α per benchmark), ``max_iter`` = 100.
 """
 
 from __future__ import annotations

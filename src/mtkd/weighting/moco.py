@@ -1,6 +1,6 @@
 """MoCo, stochastic multi-objective gradient with tracked gradients (Fernando, Shen, Liu, Chaudhury, Murugesan &
 Chen, ICLR 2023, "Mitigating gradient bias in multi-objective learning: a provably convergent approach",
-arXiv 2210.12624, §3, Algorithm 1).
+OpenReview dLAYGdKTi2, Algorithm 1).
 
 MGDA's min-norm weights are biased when computed from stochastic gradients; MoCo tracks every task's gradient with
 a running estimate Y (T×D) and moves the weights λ by one projected-gradient step per iteration:

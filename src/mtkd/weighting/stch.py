@@ -1,5 +1,5 @@
-"""STCH, smooth Tchebycheff scalarisation (Lin, Zhang, Liu, Zhang & Zhang, ICML 2024, "Smooth Tchebycheff
-scalarization for multi-objective optimization", arXiv 2402.19078, the smooth Tchebycheff function of §3).
+"""STCH, smooth Tchebycheff scalarisation (Lin et al., ICML 2024, PMLR 235, "Smooth Tchebycheff scalarization for
+multi-objective optimization": the smooth Tchebycheff scalarisation g^(STCH)_μ, as defined there).
 
     g_μ(L | λ) = μ log Σ_t exp(λ_t (f_t − z_t) / μ)
 

@@ -1,5 +1,5 @@
 """UPGrad, unconflicting projection of gradients (Quinton & Rey, 2024, "Jacobian descent for multi-objective
-optimization", arXiv 2406.16232, §3, Definition of A_UPGrad, eq. 4; the dual form of Proposition 1).
+optimization", arXiv 2406.16232: the aggregator A_UPGrad, with π_J of eq. 3 computed by Proposition 1's dual).
 
 Each task gradient g_t = Jᵀe_t is projected onto the dual cone {x : Jx ≥ 0} of all task gradients (eq. 3), and
 the projections are averaged with the preference weights p (the paper: p = 1/T):
