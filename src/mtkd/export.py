@@ -27,8 +27,8 @@ from torch import nn
 import mtkd
 from mtkd.atomic import atomic_path, write_atomic
 from mtkd.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from mtkd.engine.checkpoint_io import load_model
-from mtkd.errors import MtkdError
+from mtkd.engine.checkpoint_io import load_model, state_dict_mismatch
+from mtkd.errors import MtkdError, first_line
 from mtkd.paths import output_folder
 from mtkd.predict import class_names, training_size
 
@@ -114,9 +114,10 @@ def save_onnx(model: nn.Module, path: Path, size: tuple[int, int]) -> None:
                               output_names=list(model.tasks),
                               dynamic_shapes={"image": {0: torch.export.Dim("batch")}}, dynamo=True,
                               external_data=False, verbose=False)
+    except OSError:
+        raise  # a full disk or a read-only folder: the CLI names the path and what to free
     except Exception as err:  # noqa: BLE001 - the exporter's failures are many types; report one line
-        reason = str(err).splitlines()[0] if str(err).strip() else "no message"
-        raise MtkdError(f"ONNX export failed: {type(err).__name__}: {reason}") from None
+        raise MtkdError(f"ONNX export failed: {type(err).__name__}: {first_line(err)}") from None
 
 
 def check_onnx(model: nn.Module, path: Path, size: tuple[int, int]) -> dict[str, float] | None:
@@ -197,5 +198,5 @@ def load_exported(folder: str | os.PathLike) -> nn.Module:
         model.load_state_dict(load_file(folder / "model.safetensors"))
     except RuntimeError as err:
         raise MtkdError(f"{folder / 'model.safetensors'} does not match {folder / CARD}: "
-                        f"{str(err).splitlines()[0]}") from None
+                        f"{state_dict_mismatch(err)}") from None
     return model.eval()
