@@ -72,3 +72,18 @@ def test_bad_arguments_are_refused(runs, tmp_path):
         prediction_grid(runs, tmp_path, split="train")
     with pytest.raises(MtkdError, match="no run with a readable checkpoint"):
         prediction_grid({"empty": tmp_path}, tmp_path)
+
+
+def test_depth_predictions_at_or_below_zero_are_not_painted_invalid():
+    """Only a label can be invalid (black); a prediction <= 0 is the colour scale's low end."""
+    import numpy as np
+
+    from mtkd.report.grid import task_figure
+
+    truth = torch.tensor([[[0.0, 1.0], [2.0, 3.0]]])  # one invalid label pixel, valid range 1..3
+    pred = np.array([[-0.5, 0.0], [2.0, 3.0]])
+    fig = task_figure("depth", [{"image": torch.zeros(3, 2, 2), "depth": truth, "index": 0}], {"m": [pred]}, None,
+                      None)
+    label, shown = (np.asarray(ax.get_images()[0].get_array()) for ax in fig.axes[1:3])
+    assert (label[0, 0] == 0).all()  # the invalid label pixel: black
+    assert not (shown[0, 0] == 0).all() and (shown[0, 0] == shown[0, 1]).all()  # -0.5 and 0: the low end

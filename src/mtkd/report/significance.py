@@ -136,6 +136,8 @@ def records(rows: Sequence) -> list[list]:
         for ref, found in (("single-task", r.vs_single), (r.ew_label, r.vs_ew)):
             for key, c in found.items():
                 judged = "?" if c.low is None else "real" if c.significant else "noise"
-                need = seeds_needed(c.mean, c.sd) if c.sd is not None and not c.significant else None
+                need = None
+                if c.sd is not None and not c.significant:
+                    need = seeds_needed(c.mean, c.sd) or f"more than {MAX_SEEDS}"
                 out.append([r.label, ref, key, c.n, c.mean, c.low, c.high, judged, need])
     return out
