@@ -113,11 +113,12 @@ def load_weights(backbone: Backbone, path: str | Path) -> dict[str, int]:
         raise MtkdError(f"weights file {str(path)!r} holds a {type(sd).__name__}, not a state dict")
     own = backbone.state_dict()
     by_key = {_key(k): k for k in own}
-    new, unexpected, mismatched = {}, 0, 0
+    new, unexpected, mismatched, extra = {}, 0, 0, []
     for k, v in sd.items():
         target = by_key.get(_key(k))
         if target is None:
             unexpected += 1
+            extra.append(k)
         elif own[target].shape != v.shape:
             mismatched += 1
         else:
@@ -125,6 +126,8 @@ def load_weights(backbone: Backbone, path: str | Path) -> dict[str, int]:
     report = {"missing": len(own) - len(new), "unexpected": unexpected, "mismatched": mismatched}
     if not new:
         raise MtkdError(f"weights file {str(path)!r} matches no parameter of backbone {backbone.name!r}")
+    if hasattr(backbone, "check_weights"):  # a backbone that refuses partial fits (timm's Swin: another size)
+        backbone.check_weights(report, extra, path)
     backbone.load_state_dict(new, strict=False)
     backbone.load_report = report
     if report["missing"] or report["mismatched"]:
