@@ -213,7 +213,7 @@ def _describe(meta: dict, tp: Any) -> str:
     for op, sym in (("gt", ">"), ("ge", "≥"), ("lt", "<"), ("le", "≤")):
         if meta.get(op) is not None:
             parts.append(f"{sym} {meta[op]:g}")
-    base = "an integer" if "int" in str(tp) else "a finite number"
+    base = "an integer" if int in (tp, *typing.get_args(tp)) else "a finite number"
     text = f"{base} {' and '.join(parts)}".strip()
     return text + "".join(f" or {a}" for a in meta.get("also", ()))
 
@@ -264,31 +264,38 @@ def _cuda_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def _check_devices(trainer: dict) -> None:
-    """``trainer.accelerator`` / ``trainer.devices`` that this machine has (checked up front, not by Lightning)."""
-    acc, devices = trainer["accelerator"], trainer["devices"]
-    if isinstance(devices, str) and devices != "auto":
+def _devices(value: Any) -> int | list[int] | str:
+    """``trainer.devices`` as Lightning reads it: a count (-1: all), a list of device ids, or "auto"."""
+    devices = value
+    if isinstance(value, str) and value != "auto":
         try:
-            devices = [int(d) for d in devices.split(",") if d.strip()] if "," in devices else int(devices)
+            devices = [int(d) for d in value.split(",") if d.strip()] if "," in value else int(value)
         except ValueError:
-            raise _bad("trainer.devices", trainer["devices"], "a count, a list of device ids or 'auto'") from None
-    if isinstance(devices, bool) or not (devices == "auto" or isinstance(devices, int)
-                                         or isinstance(devices, list) and all(isinstance(d, int) for d in devices)):
-        raise _bad("trainer.devices", trainer["devices"], "a count, a list of device ids or 'auto'")
-    if isinstance(devices, int) and (devices == 0 or devices < -1):
-        raise _bad("trainer.devices", devices, "a count ≥ 1, -1 (all) or a list of device ids")
-    if acc in ("cpu", "mps", "tpu") or devices in ("auto", -1):
-        if acc in ("gpu", "cuda") and _cuda_count() == 0:
-            raise _bad("trainer.accelerator", acc, "an accelerator this machine has: no CUDA GPU found (use cpu or auto)")
+            devices = None
+    ok = devices == "auto" or isinstance(devices, int) and not isinstance(devices, bool) and (devices >= 1 or
+                                                                                          devices == -1) \
+        or isinstance(devices, list) and devices and all(isinstance(d, int) and d >= 0 for d in devices)
+    if not ok:
+        raise _bad("trainer.devices", value, "a count ≥ 1, -1 (all), a list of device ids or 'auto'")
+    return devices
+
+
+def _check_devices(trainer: dict) -> None:
+    """``trainer.accelerator`` / ``trainer.devices`` that this machine has, checked up front (not by Lightning
+    after the run folder exists). Several CPU processes must say ``accelerator=cpu``."""
+    acc, devices = trainer["accelerator"], _devices(trainer["devices"])
+    if acc not in ("auto", "gpu", "cuda"):
         return
     gpus = _cuda_count()
-    wanted = len(devices) if isinstance(devices, list) else devices
-    if acc in ("gpu", "cuda") and gpus == 0:
+    if acc != "auto" and gpus == 0:
         raise _bad("trainer.accelerator", acc, "an accelerator this machine has: no CUDA GPU found (use cpu or auto)")
-    if gpus == 0 and wanted > 1:
+    if devices in ("auto", -1):
+        return
+    ids = devices if isinstance(devices, list) else list(range(devices))
+    if gpus == 0 and len(ids) > 1:
         raise _bad("trainer.devices", trainer["devices"], "devices this machine has: no GPU found "
                    "(for several CPU processes set trainer.accelerator=cpu)")
-    if gpus and (isinstance(devices, list) and max(devices) >= gpus or wanted > gpus):
+    if gpus and max(ids) >= gpus:
         raise _bad("trainer.devices", trainer["devices"], f"devices this machine has: {gpus} GPU(s)")
 
 
@@ -322,7 +329,7 @@ def _validated(layers: list[tuple[Any, str]], devices: bool = True) -> DictConfi
 
 
 # ------------------------------------------------------------------------------------------------- YAML files
-def read_yaml(path: str | Path, what: str = "config") -> dict[str, Any]:
+def read_yaml(path: str | Path, what: str = "config") -> DictConfig:
     """A YAML file holding a mapping, as a plain dict; a syntax error, a list or a ``!!python`` tag is one line."""
     path = Path(path)
     try:
@@ -340,7 +347,7 @@ def read_yaml(path: str | Path, what: str = "config") -> dict[str, Any]:
         raise MtkdError(f"cannot read {what} {path}{where}: {problem}") from None
     if not isinstance(node, DictConfig):
         raise MtkdError(f"{what} {path} must hold a mapping of keys, not a {type(node).__name__.replace('Config', '')}")
-    return node  # type: ignore[return-value]
+    return node
 
 
 RECIPES = Path(__file__).parent / "configs"
