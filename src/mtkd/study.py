@@ -27,6 +27,7 @@ A finished run is reused when its resolved config equals the planned one, and an
 its last checkpoint; a run folder holding a *different* config is refused (never overwritten). A run that fails
 with a user-level error (a NaN loss, ...) is recorded in ``study.json`` and the study goes on without the runs
 that need it. ``study.json`` indexes every run and its status; ``mtkd report <out>`` builds the tables.
+Runs train one after another in this process, or concurrently as Ray tasks (``mtkd.study_ray``, ``--workers``).
 """
 
 from __future__ import annotations
@@ -395,15 +396,16 @@ def _run_plan(study: Study, log: Callable[[str], None], executor: Any = None) ->
     failed: set[tuple[str, int]] = set()
     if executor is not None:
         executor.run(steps, failed, lambda: write_index(study, records), log)
-    for step in steps if executor is None else []:
-        if step.start(failed, log):
-            start = time.time()
-            try:
-                train(OmegaConf.create(step.run.config))
-            except MtkdError as err:
-                step.finish(str(err), 0, failed, log)
-            else:
-                step.finish(None, time.time() - start, failed, log)
-        write_index(study, records)
+    else:
+        for step in steps:
+            if step.start(failed, log):
+                start = time.time()
+                try:
+                    train(OmegaConf.create(step.run.config))
+                except MtkdError as err:
+                    step.finish(str(err), 0, failed, log)
+                else:
+                    step.finish(None, time.time() - start, failed, log)
+            write_index(study, records)
     write_index(study, records)
     return records
