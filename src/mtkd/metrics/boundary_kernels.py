@@ -130,29 +130,64 @@ def offsets(radius: float) -> np.ndarray:
     return np.stack([dy[keep][order], dx[keep][order]], axis=1).astype(np.int64)
 
 
+def _half_widths(offs: np.ndarray) -> np.ndarray:
+    """For dy = -R..R (index dy + R), the largest |dx| with (dy, dx) in the offsets (-1: none): the same pairs."""
+    r = int(np.abs(offs[:, 0]).max())
+    hw = np.full(2 * r + 1, -1, dtype=np.int64)
+    for dy, dx in offs:
+        hw[dy + r] = max(hw[dy + r], abs(int(dx)))
+    return hw
+
+
 @njit(cache=True)
-def _adjacency(ys, xs, ids, h, w, offs):
-    """CSR candidate lists: for left pixel u at ``(ys[u], xs[u])`` the ids (``ids``: H x W, id or -1) of the right
-    pixels at the offsets ``offs``, nearest first."""
+def _row_start(ys, h):
+    """CSR row pointers of pixels listed in row-major order: row y holds ``[start[y], start[y+1])``."""
+    start = np.zeros(h + 1, dtype=np.int64)
+    for i in range(ys.shape[0]):
+        start[ys[i] + 1] += 1
+    for y in range(h):
+        start[y + 1] += start[y]
+    return start
+
+
+@njit(cache=True)
+def _adjacency(ys, xs, rx, rstart, h, hw):
+    """CSR candidate lists: for left pixel u at ``(ys[u], xs[u])`` the right pixels (listed in row-major order:
+    columns ``rx``, row pointers ``rstart``; their id is their index) within the half-widths ``hw``
+    (:func:`_half_widths`), found per row by binary search; rows nearest first (dy = 0, -1, 1, -2, 2, ...), so the
+    greedy start mostly takes a near partner (the order only affects the speed, not the matching's size)."""
     n = ys.shape[0]
+    r = (hw.shape[0] - 1) // 2
     start = np.zeros(n + 1, dtype=np.int64)
-    for u in range(n):  # two passes over the offsets: count, then fill
-        c = 0
-        for k in range(offs.shape[0]):
-            y = ys[u] + offs[k, 0]
-            x = xs[u] + offs[k, 1]
-            if 0 <= y < h and 0 <= x < w and ids[y, x] >= 0:
-                c += 1
-        start[u + 1] = start[u] + c
-    adj = np.empty(start[n], dtype=np.int64)
-    for u in range(n):
-        e = start[u]
-        for k in range(offs.shape[0]):
-            y = ys[u] + offs[k, 0]
-            x = xs[u] + offs[k, 1]
-            if 0 <= y < h and 0 <= x < w and ids[y, x] >= 0:
-                adj[e] = ids[y, x]
-                e += 1
+    adj = np.empty(0, dtype=np.int64)
+    for fill in range(2):  # count, then fill
+        if fill:
+            adj = np.empty(start[n], dtype=np.int64)
+        for u in range(n):
+            e = start[u]
+            for m in range(2 * r + 1):
+                dy = (m + 1) // 2 if m % 2 else -(m // 2)
+                y = ys[u] + dy
+                if hw[dy + r] < 0 or y < 0 or y >= h:
+                    continue
+                lo_x = xs[u] - hw[dy + r]
+                hi_x = xs[u] + hw[dy + r]
+                lo = rstart[y]
+                hi = rstart[y + 1]
+                while lo < hi:  # first right pixel of the row with x >= lo_x
+                    mid = (lo + hi) // 2
+                    if rx[mid] < lo_x:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                i = lo
+                while i < rstart[y + 1] and rx[i] <= hi_x:
+                    if fill:
+                        adj[e] = i
+                    e += 1
+                    i += 1
+            if not fill:
+                start[u + 1] = e
     return start, adj
 
 
@@ -232,9 +267,9 @@ def _hopcroft_karp(start, adj, n_right):
 
 
 @njit(cache=True)
-def _threshold_counts(prob, valid, near, gid, n_gt, thresholds, offs, do_thin, luts):
+def _threshold_counts(prob, valid, near, gt, n_gt, thresholds, hw, do_thin, luts):
     """``(matched, predicted)`` pixel counts per threshold (ascending) for one image: binarise ``prob >= t``,
-    thin (optional), drop invalid pixels, match against the ground truth ``gid`` (only predicted pixels in
+    thin (optional), drop invalid pixels, match against the ground truth ``gt`` (only predicted pixels in
     ``near``, the pixels within the radius of some ground-truth pixel, can match). A threshold that keeps the same
     pixels as the previous one (the maps are nested: same count, same map) reuses its counts."""
     h, w = prob.shape
@@ -243,14 +278,16 @@ def _threshold_counts(prob, valid, near, gid, n_gt, thresholds, offs, do_thin, l
     img = np.zeros(hp * wp, dtype=np.uint8)
     ys = np.empty(h * w, dtype=np.int64)
     xs = np.empty(h * w, dtype=np.int64)
-    pid = np.full((h, w), -1, dtype=np.int64)
     gy = np.empty(n_gt, dtype=np.int64)
     gx = np.empty(n_gt, dtype=np.int64)
+    i = 0
     for y in range(h):
         for x in range(w):
-            if gid[y, x] >= 0:
-                gy[gid[y, x]] = y
-                gx[gid[y, x]] = x
+            if gt[y, x]:
+                gy[i] = y
+                gx[i] = x
+                i += 1
+    gstart = _row_start(gy, h)
     last_on = -1
     for k in range(thresholds.shape[0]):
         t = thresholds[k]
@@ -280,15 +317,11 @@ def _threshold_counts(prob, valid, near, gid, n_gt, thresholds, offs, do_thin, l
         if n == 0 or n_gt == 0:
             continue
         if n <= n_gt:  # the smaller side on the left: fewer free vertices to grow the BFS from
-            start, adj = _adjacency(ys[:n], xs[:n], gid, h, w, offs)
+            start, adj = _adjacency(ys[:n], xs[:n], gx, gstart, h, hw)
             out[k, 0] = _hopcroft_karp(start, adj, n_gt)
         else:
-            for i in range(n):
-                pid[ys[i], xs[i]] = i
-            start, adj = _adjacency(gy, gx, pid, h, w, offs)
+            start, adj = _adjacency(gy, gx, xs[:n], _row_start(ys[:n], h), h, hw)
             out[k, 0] = _hopcroft_karp(start, adj, n)
-            for i in range(n):
-                pid[ys[i], xs[i]] = -1
     return out
 
 
@@ -302,16 +335,14 @@ def threshold_counts(prob: np.ndarray, gt: np.ndarray, valid: np.ndarray, thresh
     from scipy import ndimage
 
     gt = np.ascontiguousarray(gt, dtype=bool)
-    gid = np.full(gt.shape, -1, dtype=np.int64)
     n_gt = int(gt.sum())
-    gid[gt] = np.arange(n_gt)
     if n_gt:
         near = ndimage.distance_transform_edt(~gt) <= radius * (1 + 1e-9) + 1e-12
     else:
         near = np.zeros(gt.shape, dtype=bool)
     return _threshold_counts(np.ascontiguousarray(prob, dtype=np.float64), np.ascontiguousarray(valid, dtype=bool),
-                             near, gid, n_gt, np.ascontiguousarray(thresholds, dtype=np.float64), offsets(radius),
-                             bool(do_thin), GUO_HALL_LUTS)
+                             near, gt, n_gt, np.ascontiguousarray(thresholds, dtype=np.float64),
+                             _half_widths(offsets(radius)), bool(do_thin), GUO_HALL_LUTS)
 
 
 def match_count(pred: np.ndarray, gt: np.ndarray, radius: float, offs: np.ndarray | None = None) -> int:
@@ -321,12 +352,11 @@ def match_count(pred: np.ndarray, gt: np.ndarray, radius: float, offs: np.ndarra
     gt = np.asarray(gt, dtype=bool)
     if not pred.any() or not gt.any():
         return 0
-    gid = np.full(gt.shape, -1, dtype=np.int64)
-    gid[gt] = np.arange(int(gt.sum()))
-    py, px = np.nonzero(pred)
-    start, adj = _adjacency(py.astype(np.int64), px.astype(np.int64), gid, gt.shape[0], gt.shape[1],
-                            offsets(radius) if offs is None else offs)
-    return int(_hopcroft_karp(start, adj, int(gt.sum())))
+    py, px = (a.astype(np.int64) for a in np.nonzero(pred))
+    gy, gx = (a.astype(np.int64) for a in np.nonzero(gt))
+    start, adj = _adjacency(py, px, gx, _row_start(gy, gt.shape[0]), gt.shape[0],
+                            _half_widths(offsets(radius) if offs is None else offs))
+    return int(_hopcroft_karp(start, adj, len(gy)))
 
 
 def _conv_tri(img: np.ndarray, r: int) -> np.ndarray:
