@@ -287,3 +287,13 @@ def test_nan_in_the_test_split_is_found_before_training(tmp_path, capsys, monkey
     assert code == 2 and len(lines) == 1, lines
     assert re.search(r"data/val/depth/1\.npy: depth contains NaN \(64 values\)", lines[0]), lines[0]
     assert not list(tmp_path.glob("runs/nan/checkpoints/*.ckpt"))
+
+
+def test_eval_accepts_a_run_folder_as_teachers_do(inputs, tmp_path):
+    from mtkd.engine.evaluate import module_from_checkpoint
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "best.ckpt").write_bytes((inputs / "good.ckpt").read_bytes())
+    module, config = module_from_checkpoint(str(run), ["data.batch_size=2"])
+    assert config["data"]["batch_size"] == 2 and set(module.model.tasks) == {"semseg", "depth"}
