@@ -139,9 +139,14 @@ def check_onnx(model: nn.Module, path: Path, size: tuple[int, int]) -> dict[str,
 
 
 def run_folder_of(checkpoint: str | os.PathLike) -> Path | None:
-    """The run folder of ``<run>/checkpoints/<file>.ckpt``; None for a checkpoint elsewhere (a loose file)."""
-    path = Path(checkpoint).resolve()
-    return path.parent.parent if path.parent.name == "checkpoints" else None
+    """The run folder of ``<run>/checkpoints/<file>.ckpt`` (an mtkd run: manifest or ``config.yaml``); None for a
+    checkpoint elsewhere (a loose file, also one in a user's own ``checkpoints/`` folder)."""
+    from mtkd.engine.run import MANIFEST
+
+    run = Path(checkpoint).resolve().parent.parent
+    is_run = Path(checkpoint).resolve().parent.name == "checkpoints" and any(
+        (run / name).is_file() for name in (MANIFEST, "config.yaml"))
+    return run if is_run else None
 
 
 def export(checkpoint: str | os.PathLike, fmt: str = "safetensors", out: str | os.PathLike | None = None) -> Path:

@@ -241,14 +241,16 @@ def test_out_naming_an_existing_file_is_refused(ckpt, sandbox, capsys, command):
 
 
 @pytest.mark.slow
-def test_export_of_a_loose_checkpoint_writes_beside_it(ckpt, sandbox, capsys):
-    loose = sandbox / "downloads" / "model.ckpt"
-    loose.parent.mkdir()
+@pytest.mark.parametrize("folder", ["downloads", "home/checkpoints"])
+def test_export_of_a_loose_checkpoint_writes_beside_it(ckpt, sandbox, capsys, folder):
+    """Also from a user's own ``checkpoints/`` folder that is not in an mtkd run: never into its parent."""
+    loose = sandbox / folder / "model.ckpt"
+    loose.parent.mkdir(parents=True)
     shutil.copy(ckpt, loose)
     before = snapshot(sandbox)
     assert main(["export", str(loose)]) == 0
     new = set(snapshot(sandbox)) - set(before)
-    assert new and all(p.startswith("downloads/model-export") for p in new), new
+    assert new and all(p.startswith(f"{folder}/model-export") for p in new), new
 
 
 @pytest.mark.slow
