@@ -151,62 +151,78 @@ def _row_start(ys, h):
 
 
 @njit(cache=True)
-def _adjacency(ys, xs, rx, rstart, h, hw):
-    """CSR candidate lists: for left pixel u at ``(ys[u], xs[u])`` the right pixels (listed in row-major order:
-    columns ``rx``, row pointers ``rstart``; their id is their index) within the half-widths ``hw``
-    (:func:`_half_widths`), found per row by binary search; rows nearest first (dy = 0, -1, 1, -2, 2, ...), so the
-    greedy start mostly takes a near partner (the order only affects the speed, not the matching's size)."""
-    n = ys.shape[0]
-    r = (hw.shape[0] - 1) // 2
-    start = np.zeros(n + 1, dtype=np.int64)
-    adj = np.empty(0, dtype=np.int64)
-    for fill in range(2):  # count, then fill
-        if fill:
-            adj = np.empty(start[n], dtype=np.int64)
-        for u in range(n):
-            e = start[u]
-            for m in range(2 * r + 1):
-                dy = (m + 1) // 2 if m % 2 else -(m // 2)
-                y = ys[u] + dy
-                if hw[dy + r] < 0 or y < 0 or y >= h:
-                    continue
-                lo_x = xs[u] - hw[dy + r]
-                hi_x = xs[u] + hw[dy + r]
-                lo = rstart[y]
-                hi = rstart[y + 1]
-                while lo < hi:  # first right pixel of the row with x >= lo_x
-                    mid = (lo + hi) // 2
-                    if rx[mid] < lo_x:
-                        lo = mid + 1
-                    else:
-                        hi = mid
-                i = lo
-                while i < rstart[y + 1] and rx[i] <= hi_x:
-                    if fill:
-                        adj[e] = i
-                    e += 1
-                    i += 1
-            if not fill:
-                start[u + 1] = e
-    return start, adj
+def _row_range(y, x, d, rx, rstart):
+    """Indices ``[i, j)`` of the right pixels of row ``y`` (columns ``rx``, row pointers ``rstart``) with
+    ``|column - x| <= d``, by binary search."""
+    lo = rstart[y]
+    hi = rstart[y + 1]
+    while lo < hi:  # first with column >= x - d
+        mid = (lo + hi) // 2
+        if rx[mid] < x - d:
+            lo = mid + 1
+        else:
+            hi = mid
+    j = lo
+    while j < rstart[y + 1] and rx[j] <= x + d:
+        j += 1
+    return lo, j
 
 
 @njit(cache=True)
-def _hopcroft_karp(start, adj, n_right):
-    """Size of a maximum matching of the bipartite graph with left vertices ``0..len(start)-2`` (candidates
-    ``adj[start[u]:start[u+1]]``) and ``n_right`` right vertices: greedy start, then Hopcroft-Karp phases."""
-    n = start.shape[0] - 1
+def _candidates(u, ys, xs, rx, rstart, h, hw, buf, nbuf):
+    """Append left pixel u's candidates (right pixels within the half-widths ``hw``, rows nearest first:
+    dy = 0, -1, 1, -2, 2, ...) to ``buf`` (grown as needed); returns ``(buf, new length)``."""
+    r = (hw.shape[0] - 1) // 2
+    for m in range(2 * r + 1):
+        dy = (m + 1) // 2 if m % 2 else -(m // 2)
+        y = ys[u] + dy
+        if hw[dy + r] < 0 or y < 0 or y >= h:
+            continue
+        i, j = _row_range(y, xs[u], hw[dy + r], rx, rstart)
+        if nbuf + j - i > buf.shape[0]:
+            grown = np.empty(2 * (nbuf + j - i), dtype=np.int64)
+            grown[:nbuf] = buf[:nbuf]
+            buf = grown
+        for v in range(i, j):
+            buf[nbuf] = v
+            nbuf += 1
+    return buf, nbuf
+
+
+@njit(cache=True)
+def _max_matching(ys, xs, rx, rstart, h, hw):
+    """Size of a maximum matching between the left pixels ``(ys, xs)`` and the right pixels (listed in row-major
+    order: columns ``rx``, row pointers ``rstart``; a right pixel's id is its index), a pair being allowed when
+    ``|dx| <= hw[dy + R]`` (:func:`_half_widths`).
+
+    A greedy start gives each left pixel the first free candidate (rows nearest first); then Hopcroft-Karp phases
+    until a BFS from the free left pixels reaches no free right pixel. Candidate lists are built only for the left
+    pixels a BFS reaches, on first use (most pixels are matched by the greedy pass and never reached)."""
+    n = ys.shape[0]
+    n_right = rx.shape[0]
+    r = (hw.shape[0] - 1) // 2
     match_l = np.full(n, -1, dtype=np.int64)
     match_r = np.full(n_right, -1, dtype=np.int64)
     size = 0
-    for u in range(n):  # greedy: the nearest free candidate
-        for e in range(start[u], start[u + 1]):
-            v = adj[e]
-            if match_r[v] < 0:
-                match_l[u] = v
-                match_r[v] = u
-                size += 1
+    for u in range(n):  # greedy
+        for m in range(2 * r + 1):
+            dy = (m + 1) // 2 if m % 2 else -(m // 2)
+            y = ys[u] + dy
+            if hw[dy + r] < 0 or y < 0 or y >= h:
+                continue
+            i, j = _row_range(y, xs[u], hw[dy + r], rx, rstart)
+            for v in range(i, j):
+                if match_r[v] < 0:
+                    match_l[u] = v
+                    match_r[v] = u
+                    size += 1
+                    break
+            if match_l[u] >= 0:
                 break
+    lo = np.full(n, -1, dtype=np.int64)  # candidates of u: buf[lo[u]:hi[u]] once built
+    hi = np.full(n, -1, dtype=np.int64)
+    buf = np.empty(max(64, 4 * n), dtype=np.int64)
+    nbuf = 0
     inf = np.int64(1) << 60
     dist = np.empty(n, dtype=np.int64)
     queue = np.empty(n, dtype=np.int64)
@@ -217,18 +233,26 @@ def _hopcroft_karp(start, adj, n_right):
         head = 0
         tail = 0
         for u in range(n):
-            if match_l[u] < 0 and start[u + 1] > start[u]:
-                dist[u] = 0
-                queue[tail] = u
-                tail += 1
-            else:
-                dist[u] = inf
+            dist[u] = inf
+            if match_l[u] < 0:
+                if lo[u] < 0:
+                    lo[u] = nbuf
+                    buf, nbuf = _candidates(u, ys, xs, rx, rstart, h, hw, buf, nbuf)
+                    hi[u] = nbuf
+                if hi[u] > lo[u]:
+                    dist[u] = 0
+                    queue[tail] = u
+                    tail += 1
         found = False
         while head < tail:
             u = queue[head]
             head += 1
-            for e in range(start[u], start[u + 1]):
-                m = match_r[adj[e]]
+            if lo[u] < 0:
+                lo[u] = nbuf
+                buf, nbuf = _candidates(u, ys, xs, rx, rstart, h, hw, buf, nbuf)
+                hi[u] = nbuf
+            for e in range(lo[u], hi[u]):
+                m = match_r[buf[e]]
                 if m < 0:
                     found = True
                 elif dist[m] == inf:
@@ -238,7 +262,7 @@ def _hopcroft_karp(start, adj, n_right):
         if not found:
             return size
         for u in range(n):
-            it[u] = start[u]
+            it[u] = lo[u]  # every u with a finite dist has its list (the BFS built it)
         for root in range(n):
             if match_l[root] >= 0 or dist[root] != 0:
                 continue
@@ -246,11 +270,11 @@ def _hopcroft_karp(start, adj, n_right):
             sp = 1
             while sp > 0:
                 u = stack[sp - 1]
-                if it[u] == start[u + 1]:
+                if it[u] == hi[u]:
                     dist[u] = inf  # dead end for the rest of this phase
                     sp -= 1
                     continue
-                v = adj[it[u]]
+                v = buf[it[u]]
                 it[u] += 1
                 m = match_r[v]
                 if m < 0:  # augmenting path root -> ... -> u -> v
@@ -317,11 +341,9 @@ def _threshold_counts(prob, valid, near, gt, n_gt, thresholds, hw, do_thin, luts
         if n == 0 or n_gt == 0:
             continue
         if n <= n_gt:  # the smaller side on the left: fewer free vertices to grow the BFS from
-            start, adj = _adjacency(ys[:n], xs[:n], gx, gstart, h, hw)
-            out[k, 0] = _hopcroft_karp(start, adj, n_gt)
+            out[k, 0] = _max_matching(ys[:n], xs[:n], gx, gstart, h, hw)
         else:
-            start, adj = _adjacency(gy, gx, xs[:n], _row_start(ys[:n], h), h, hw)
-            out[k, 0] = _hopcroft_karp(start, adj, n)
+            out[k, 0] = _max_matching(gy, gx, xs[:n], _row_start(ys[:n], h), h, hw)
     return out
 
 
@@ -354,9 +376,8 @@ def match_count(pred: np.ndarray, gt: np.ndarray, radius: float, offs: np.ndarra
         return 0
     py, px = (a.astype(np.int64) for a in np.nonzero(pred))
     gy, gx = (a.astype(np.int64) for a in np.nonzero(gt))
-    start, adj = _adjacency(py, px, gx, _row_start(gy, gt.shape[0]), gt.shape[0],
-                            _half_widths(offsets(radius) if offs is None else offs))
-    return int(_hopcroft_karp(start, adj, len(gy)))
+    return int(_max_matching(py, px, gx, _row_start(gy, gt.shape[0]), gt.shape[0],
+                             _half_widths(offsets(radius) if offs is None else offs)))
 
 
 def _conv_tri(img: np.ndarray, r: int) -> np.ndarray:
