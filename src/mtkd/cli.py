@@ -172,9 +172,10 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif args.command == "data":
         from omegaconf import OmegaConf
 
+        from mtkd.config import parse_overrides
         from mtkd.datasets.convert import convert
 
-        options = OmegaConf.to_container(OmegaConf.from_dotlist(args.options)) if args.options else {}
+        options = OmegaConf.to_container(parse_overrides(args.options))  # a malformed option: one line
         print(f"converted: {convert(args.name, args.src, args.out, **options)}")
 
 
