@@ -40,7 +40,7 @@ nearest-first greedy start, on the candidate pairs within the radius, compiled w
 
 Speed and memory. The kernels thin with a work list (only pixels whose neighbourhood changed are re-evaluated),
 skip a threshold that keeps the same pixels as the previous one, and match on local candidate lists from the
-smaller side: ~0.2-0.5 s of CPU for a 480 x 640 image at 99 thresholds, against ~14 s for the previous
+smaller side: ~0.25 s of CPU for a 480 x 640 image at 99 thresholds, against ~14 s for the previous
 implementation (``benchmarks/eval_speed.py``). ``workers > 0`` scores images in that many worker processes while
 the caller keeps running the model (at most ``2 x workers`` images queued; each worker holds one image's buffers,
 ~50 bytes a pixel, beside its interpreter); states are per-threshold count sums, never the predictions, and sync by
