@@ -193,6 +193,12 @@ def _lookup(key: str) -> tuple[dataclasses.Field, Any] | None:
     return found
 
 
+def _required(tp: Any) -> Any:
+    """``X`` for ``Optional[X]``, else ``tp``."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return args[0] if typing.get_origin(tp) is typing.Union and len(args) == 1 else tp
+
+
 def _expected(tp: Any) -> str:
     """What a value of type ``tp`` looks like, in words."""
     args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -239,6 +245,9 @@ def _check_layer(node: Any, cls: type = RunConfig, prefix: str = "") -> None:
             if not isinstance(value, dict):
                 raise _bad(f"{prefix}{key}", value, "a section of keys")
             _check_layer(value, tp, f"{prefix}{key}.")
+        container = {dict: dict, Dict: dict, list: list, List: list}.get(typing.get_origin(_required(tp)))
+        if container and value is not None and not isinstance(value, container):  # OmegaConf: a TypeError
+            raise _bad(f"{prefix}{key}", value, _expected(tp))
 
 
 def _check_values(node: dict, cls: type = RunConfig, prefix: str = "") -> None:
@@ -309,6 +318,8 @@ def _merge(base: Any, layer: Any, where: str) -> Any:
         value = OmegaConf.select(layer, key, default="?", throw_on_resolution_failure=False) if found else None
         if found:
             raise _bad(key, value, _expected(found[1])) from None
+        raise MtkdError(f"{where}: {first_line(err)}") from None
+    except (TypeError, ValueError) as err:  # OmegaConf's own, for shapes _check_layer does not foresee
         raise MtkdError(f"{where}: {first_line(err)}") from None
 
 

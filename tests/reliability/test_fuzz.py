@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mtkd.config import DEFAULTS, load_config, to_dict
@@ -65,6 +65,7 @@ def one_line_or_result(call):
 
 @FUZZ
 @given(st.lists(st.tuples(key, value), max_size=5))
+@example([("data.folders", [])])  # found by this test: OmegaConf raised a TypeError merging a list into a mapping
 def test_any_recipe_mapping_loads_or_is_one_line(pairs):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "r.yaml"
