@@ -22,7 +22,7 @@ def _seed():
 
 
 def test_registry_and_unknown_arch_suggests_closest():
-    assert set(ARCHITECTURES.names()) == {"shared", "cross_stitch", "mtan"}
+    assert {"shared", "cross_stitch", "mtan"} <= set(ARCHITECTURES.names())
     assert isinstance(build_model("shared", "tiny", TASKS), MultiTaskModel)
     assert isinstance(build_model("cross_stitch", "tiny", TASKS), CrossStitchModel)
     assert isinstance(build_model("mtan", "tiny", TASKS), MTANModel)

@@ -2,6 +2,7 @@
 
 from mtkd.models.backbones import BACKBONES, Backbone, build_backbone, load_weights
 from mtkd.models.heads import HEADS
+from mtkd.models import hrnet as _hrnet  # noqa: F401  (registers the hrnet18 backbones)
 from mtkd.models.multitask import MultiTaskModel, Output
 
 __all__ = ["BACKBONES", "Backbone", "build_backbone", "load_weights", "HEADS", "MultiTaskModel", "Output"]

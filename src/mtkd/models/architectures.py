@@ -7,7 +7,9 @@
 - ``"mtan"``: shared backbone + per-task soft-attention modules (Liu et al. 2019; mtan.py).
 - Decoder-focused (decoder_base.py; HRNet-V2 concatenation, initial predictions as deep supervision):
   ``"pad_net"`` (Xu et al. 2018; pad_net.py), ``"mti_net"`` (Vandenhende et al. 2020; mti_net.py),
-  ``"atrc"`` (Brüggemann et al. 2021; atrc.py, ``arch_options: {preset: nyud | pascal_context | global}``).
+  ``"atrc"`` (Brüggemann et al. 2021; atrc.py, ``arch_options: {preset: nyud | pascal_context | global}``),
+  ``"nddr_cnn"`` (Gao et al. 2019; nddr_cnn.py), ``"pap_net"`` (Zhang et al. 2019; pap_net.py), ``"psd"`` (Zhou et al.
+  2020; psd.py), ``"cross_stitch_hrnet"`` (cross-stitch units on the task branches; cross_stitch_hrnet.py).
 
 ``build_model_from_config`` is the one way a run's ``model`` section becomes a model (the LightningModule,
 ``load_model``, teachers given as weights, OKD's single-task nets), so every config key reaches every caller.
@@ -24,10 +26,14 @@ from mtkd.config import DEFAULTS
 from mtkd.models.atrc import ATRC
 from mtkd.models.backbones import Backbone
 from mtkd.models.cross_stitch import CrossStitchModel
+from mtkd.models.cross_stitch_hrnet import CrossStitchHRNet
 from mtkd.models.mtan import MTANModel
 from mtkd.models.mti_net import MTINet
 from mtkd.models.pad_net import PADNet
+from mtkd.models.pap_net import PAPNet
+from mtkd.models.psd import PSD
 from mtkd.models.multitask import MultiTaskModel
+from mtkd.models.nddr_cnn import NDDRCNN
 from mtkd.errors import MtkdError, first_line
 from mtkd.registry import Registry, construct
 
@@ -38,6 +44,10 @@ ARCHITECTURES.register("mtan")(MTANModel)
 ARCHITECTURES.register("pad_net")(PADNet)
 ARCHITECTURES.register("mti_net")(MTINet)
 ARCHITECTURES.register("atrc")(ATRC)
+ARCHITECTURES.register("nddr_cnn")(NDDRCNN)
+ARCHITECTURES.register("pap_net")(PAPNet)
+ARCHITECTURES.register("psd")(PSD)
+ARCHITECTURES.register("cross_stitch_hrnet")(CrossStitchHRNet)
 
 
 def build_model(arch: str, backbone: str | Backbone, tasks: dict[str, int], **kw) -> nn.Module:

@@ -3,6 +3,9 @@ shared map's resolution; ``MultiTaskModel`` upsamples to the input size. ``forwa
 ``feat`` being the map before the final 1×1 classifier — the ``head.<task>`` distillation tap.
 
 - ``"fpn"`` (default): two 3×3 conv-BN-ReLU on the 1/4 FPN map, then a 1×1 conv to the task's channels.
+- ``"hrnet"``: the FCN head of the HRNet dense-MTL codebases (ATRC's multi-task baseline): on the HRNet-V2
+  concatenation of all stages at 1/4 (``ConcatNeck``), one 3×3 conv-BN-ReLU to ``channels`` (the reference uses
+  in/4 = 67 for HRNet-18: set ``decoder_channels: 67``), then a 1×1 classifier.
 - ``"aspp"``: DeepLabV3 (Chen et al. 2017, "Rethinking atrous convolution", Sec. 3.3) on the deepest stage:
   1×1 branch + three 3×3 atrous branches + image pooling, concat → 1×1 projection, 3×3 conv-BN-ReLU (the tap),
   1×1 classifier. The paper's rates 6/12/18 suit a 33×33 map at output stride 16; at 96×128 the deepest map is
@@ -38,6 +41,21 @@ class FPNHead(nn.Module):
         return self.classifier(feat), feat
 
 
+@HEADS.register("hrnet")
+class HRNetHead(nn.Module):
+    reads = "concat"
+
+    def __init__(self, in_channels: int, out_channels: int, channels: int | None = None):
+        super().__init__()
+        self.channels = channels or in_channels // 4
+        self.body = conv_bn_relu(in_channels, self.channels)
+        self.classifier = nn.Conv2d(self.channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feat = self.body(x)
+        return self.classifier(feat), feat
+
+
 @HEADS.register("aspp")
 class ASPPHead(nn.Module):
     reads = "deepest"
@@ -62,4 +80,4 @@ class ASPPHead(nn.Module):
         return self.classifier(feat), feat
 
 
-__all__ = ["HEADS", "FPNHead", "ASPPHead"]
+__all__ = ["HEADS", "FPNHead", "HRNetHead", "ASPPHead"]

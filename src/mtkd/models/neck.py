@@ -36,6 +36,25 @@ class FPNNeck(nn.Module):
         return self.out(p)
 
 
+class ConcatNeck(nn.Module):
+    """HRNet-V2 representation (Wang et al. 2020, "Deep High-Resolution Representation Learning", Sec. 3, Fig. 4b):
+    the stages with reduction ≥ ``min_reduction`` upsampled bilinearly to the finest of them and concatenated
+    (HRNet-18: 18+36+72+144 = 270 channels at 1/4). No parameters; what the dense-MTL HRNet heads read."""
+
+    def __init__(self, feature_info: list[dict], min_reduction: int = 4):
+        super().__init__()
+        used = [i for i, f in enumerate(feature_info) if f["reduction"] >= min_reduction] or [len(feature_info) - 1]
+        self.used = used
+        self.reduction = feature_info[used[0]]["reduction"]
+        self.channels = sum(feature_info[i]["num_chs"] for i in used)
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        maps = [feats[i] for i in self.used]
+        size = maps[0].shape[-2:]
+        return torch.cat([maps[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=False)
+                                      for f in maps[1:]], 1)
+
+
 class DeepestStage(nn.Module):
     """No neck: the shared representation is the deepest backbone stage (what an ASPP head reads)."""
 

@@ -10,7 +10,7 @@ task using that head gets them. Every head also receives ``channels=decoder_chan
 The neck is one per model (per task stream for cross-stitch / MTAN), so every head reads the same "shared" map — the
 ``rep`` representation-gradient weightings differentiate and the tap KD4MTL distils: the FPN map when any head reads
 the neck (``reads = "neck"``), the deepest backbone stage when every head reads it (``aspp``, ``mask_seg``,
-``mask_reg``). In a mixed model (``fpn`` with ``aspp``) the deepest-stage heads therefore read the FPN map.
+``mask_reg``), the HRNet-V2 concatenation of the stages when every head is ``hrnet``. In a mixed model (``fpn`` with ``aspp``) the deepest-stage heads therefore read the FPN map.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from torch import nn
 
 from mtkd.errors import MtkdError
 from mtkd.models.heads import HEADS
-from mtkd.models.neck import DeepestStage, FPNNeck
+from mtkd.models.neck import ConcatNeck, DeepestStage, FPNNeck
 from mtkd.registry import suggest
 
 
@@ -65,8 +65,13 @@ def make_neck_and_heads(info: list[dict], tasks: dict[str, int], head, decoder_c
     names = head_per_task(head, tasks)
     options = check_head_options(head_options)
     classes = {t: HEADS.get(name) for t, name in names.items()}
-    fpn = any(cls.reads == "neck" for cls in classes.values())
-    necks = [FPNNeck(info, decoder_channels) if fpn else DeepestStage(info) for _ in range(n)]
+    reads = {cls.reads for cls in classes.values()}
+    if "concat" in reads and len(reads) > 1:
+        raise MtkdError(f"model.head {names}: the 'hrnet' head reads the HRNet-V2 concatenation and cannot share a "
+                        "model with heads that read another neck; give every task 'hrnet' or none")
+    neck_cls = ((lambda i: FPNNeck(i, decoder_channels)) if "neck" in reads
+                else ConcatNeck if "concat" in reads else DeepestStage)
+    necks = [neck_cls(info) for _ in range(n)]
     heads = nn.ModuleDict()
     for t, c in tasks.items():
         opts = {"channels": decoder_channels, **options.get(names[t], {})}
