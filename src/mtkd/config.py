@@ -257,9 +257,10 @@ def _check_values(node: dict, cls: type = RunConfig, prefix: str = "") -> None:
         if dataclasses.is_dataclass(tp):
             _check_values(value, tp, f"{key}.")
         elif "choices" in f.metadata and value not in f.metadata["choices"]:
-            close = suggest(str(value), f.metadata["choices"], "").args[0].split("; ", 1)[1]
-            raise _bad(key, value, f"one of {', '.join(f.metadata['choices'])} ({close})")
-        elif "also" in f.metadata and value is not None and value not in f.metadata["also"]:
+            close = difflib.get_close_matches(str(value), f.metadata["choices"], n=3, cutoff=0.5)
+            hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+            raise _bad(key, value, f"one of {', '.join(f.metadata['choices'])}{hint}")
+        elif "gt" in f.metadata and value is not None and value not in f.metadata["also"]:  # a num() field
             m = f.metadata
             ok = math.isfinite(value) and (m["gt"] is None or value > m["gt"]) and (m["ge"] is None or value >= m["ge"]) \
                 and (m["lt"] is None or value < m["lt"]) and (m["le"] is None or value <= m["le"])
