@@ -53,3 +53,30 @@ def merged_and_whole(make_metric, preds, targets):
     first = fed(make_metric(), preds[:half], targets[:half])
     first.merge_state(fed(make_metric(), preds[half:], targets[half:]))
     return first, fed(make_metric(), preds, targets)
+
+
+def snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every file and folder under ``root``: relative path -> bytes (None for a folder), to compare a tree before and
+    after a command."""
+    return {str(p.relative_to(root)): (None if p.is_dir() else p.read_bytes()) for p in sorted(Path(root).rglob("*"))}
+
+
+def refused(capsys, roots, argv: list[str], match: str) -> str:
+    """``mtkd <argv>`` run in-process exits 2 with exactly one ``mtkd: error:`` stderr line matching ``match`` (a
+    regex), no traceback, and every tree under ``roots`` (a folder or a list of folders) byte-identical afterwards;
+    returns the line. ``capsys`` is pytest's fixture."""
+    import re
+
+    from mtkd.cli import main
+
+    roots = [roots] if isinstance(roots, (str, Path)) else list(roots)
+    before = [snapshot(r) for r in roots]
+    capsys.readouterr()
+    code = main(argv)
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("mtkd: error: ") and "Traceback" not in err, err
+    assert re.search(match, lines[0]), lines[0]
+    assert [snapshot(r) for r in roots] == before
+    return lines[0]

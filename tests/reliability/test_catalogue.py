@@ -22,13 +22,9 @@ from mtkd.cli import main
 from mtkd.config import load_config, to_dict
 from mtkd.engine.module import MultiTaskModule
 from mtkd.errors import MtkdError
+from mtkd.testing import refused
 
 GPUS = torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
-def snapshot(*roots):
-    """Every file and folder under ``roots``: path -> bytes (None for a folder)."""
-    return {str(p): (None if p.is_dir() else p.read_bytes()) for root in roots for p in sorted(root.rglob("*"))}
 
 
 def write_checkpoint(path, state_dict=None, **overrides):
@@ -84,20 +80,6 @@ def sandbox(tmp_path, monkeypatch):
     """An empty working folder: relative outputs (``runs/``) would land here."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-def refused(capsys, roots, argv, match):
-    """``mtkd <argv>`` exits 2 with one line matching ``match``, no traceback, and ``roots`` are unchanged."""
-    before = snapshot(*roots)
-    capsys.readouterr()
-    code = main(argv)
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert code == 2, err
-    assert len(lines) == 1 and lines[0].startswith("mtkd: error: ") and "Traceback" not in err, err
-    assert re.search(match, lines[0]), lines[0]
-    assert snapshot(*roots) == before
-    return lines[0]
 
 
 TRAIN = ["train", "rooms/mtl_ew"]

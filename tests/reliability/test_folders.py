@@ -19,12 +19,7 @@ from mtkd.cli import main
 from mtkd.config import load_config
 from mtkd.engine.run import MANIFEST, train
 from mtkd.study import STUDY_MANIFEST
-from mtkd.testing import tiny_run_overrides
-
-
-def snapshot(root):
-    """Every file and folder under ``root``: relative path -> bytes (None for a folder)."""
-    return {str(p.relative_to(root)): (None if p.is_dir() else p.read_bytes()) for p in sorted(root.rglob("*"))}
+from mtkd.testing import refused, snapshot, tiny_run_overrides
 
 
 @pytest.fixture
@@ -35,20 +30,6 @@ def sandbox(tmp_path, monkeypatch):
     (tmp_path / "precious.txt").write_text("user data")
     monkeypatch.chdir(cwd)
     return tmp_path
-
-
-def refused(capsys, root, argv, match):
-    """``mtkd <argv>`` exits 2 with one line matching ``match``, no traceback, and ``root`` is unchanged."""
-    before = snapshot(root)
-    capsys.readouterr()
-    code = main(argv)
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert code == 2, err
-    assert len(lines) == 1 and lines[0].startswith("mtkd: error: ") and "Traceback" not in err, err
-    assert re.search(match, lines[0]), lines[0]
-    assert snapshot(root) == before
-    return lines[0]
 
 
 def tiny(root, *extra):
