@@ -10,6 +10,9 @@
   ``"atrc"`` (Brüggemann et al. 2021; atrc.py, ``arch_options: {preset: nyud | pascal_context | global}``),
   ``"nddr_cnn"`` (Gao et al. 2019; nddr_cnn.py), ``"pap_net"`` (Zhang et al. 2019; pap_net.py), ``"psd"`` (Zhou et al.
   2020; psd.py), ``"cross_stitch_hrnet"`` (cross-stitch units on the task branches; cross_stitch_hrnet.py).
+- Transformer decoders (transformer_blocks.py; cross-task attention on Swin / ViT / any backbone):
+  ``"invpt"`` (Ye & Xu 2022; invpt.py), ``"demt"`` (Xu et al. 2023; demt.py), ``"mqtransformer"`` (Xu et al.;
+  mqtransformer.py); ``arch_options.grad_checkpointing: true`` recomputes activations in the backward.
 
 ``build_model_from_config`` is the one way a run's ``model`` section becomes a model (the LightningModule,
 ``load_model``, teachers given as weights, OKD's single-task nets), so every config key reaches every caller.
@@ -27,6 +30,9 @@ from mtkd.models.atrc import ATRC
 from mtkd.models.backbones import Backbone
 from mtkd.models.cross_stitch import CrossStitchModel
 from mtkd.models.cross_stitch_hrnet import CrossStitchHRNet
+from mtkd.models.demt import DeMT
+from mtkd.models.invpt import InvPT
+from mtkd.models.mqtransformer import MQTransformer
 from mtkd.models.mtan import MTANModel
 from mtkd.models.mti_net import MTINet
 from mtkd.models.pad_net import PADNet
@@ -48,6 +54,9 @@ ARCHITECTURES.register("nddr_cnn")(NDDRCNN)
 ARCHITECTURES.register("pap_net")(PAPNet)
 ARCHITECTURES.register("psd")(PSD)
 ARCHITECTURES.register("cross_stitch_hrnet")(CrossStitchHRNet)
+ARCHITECTURES.register("invpt")(InvPT)
+ARCHITECTURES.register("demt")(DeMT)
+ARCHITECTURES.register("mqtransformer")(MQTransformer)
 
 
 def build_model(arch: str, backbone: str | Backbone, tasks: dict[str, int], **kw) -> nn.Module:
