@@ -29,7 +29,7 @@ def ddp_results(tmp_path_factory):
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(180)  # the fixture spawns two processes that import torch: most of it, and slow on a busy host
 def test_ddp_matches_single_process_union_batch(ddp_results):
     for c, (name, options, rep_grad) in enumerate(CONFIGS):
         ref_method = W.get(name, tasks=TASKS, **(dict(options, rep_grad=True) if rep_grad else options))
