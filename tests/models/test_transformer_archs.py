@@ -148,13 +148,17 @@ def test_state_dict_round_trip_and_checkpointing_changes_no_gradient(arch, tmp_p
         assert torch.allclose(p1.grad, p2.grad, atol=1e-5, rtol=1e-4), k
 
 
-def test_bf16_autocast_runs_every_architecture():
+def test_bf16_autocast_and_the_reports_cost_run_every_architecture():
+    from mtkd.report.cost import model_cost
+
     tasks = TASK_SETS[3]
     for arch in ARCHS:
         m = _model(arch, tasks, backbone="small")
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = m(torch.randn(1, 3, 32, 48))
         assert all(torch.isfinite(p.float()).all() for p in out.preds.values()), arch
+        cost = model_cost(m, (32, 48), repeats=1)  # FlopCounterMode under no_grad, as the report runs it
+        assert cost["gflops"] > 0 and cost["parameters"] == sum(p.numel() for p in m.parameters()), arch
 
 
 # --- distillers on a transformer teacher / student -----------------------------------------------------------------

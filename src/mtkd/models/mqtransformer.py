@@ -87,7 +87,7 @@ class QueryEncoder(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, feats: torch.Tensor, q: TaskQueries) -> torch.Tensor:
-        parts = q.tokens.expand(feats.shape[0], -1, -1)
+        parts = q.tokens.repeat(feats.shape[0], 1, 1)  # not expand: a no_grad view of a parameter breaks FLOP hooks
         parts = parts + self.drop_path(self.attn(parts, feats, feats, qpos=q.qpos))
         parts = parts + self.reason(self.reason_norm(parts))
         return parts + self.drop_path(self.mlp(parts))
