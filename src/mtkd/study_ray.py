@@ -181,6 +181,7 @@ class RayExecutor:
         log(f"Ray: {ray.cluster_resources().get('CPU', 0):g} CPUs, {ray.cluster_resources().get('GPU', 0):g} GPUs; "
             f"{len(steps)} runs")
         while waiting or running:
+            before = len(waiting)
             for step in list(waiting):  # plan order: seeds outer, teachers first
                 needs = [(m, step.run.seed) for m in step.run.needs]
                 if not (any(n in failed for n in needs) or all(n in finished for n in needs)):
@@ -194,6 +195,9 @@ class RayExecutor:
                     finished.add((step.run.method, step.run.seed))
                 save()
             if not running:
+                if waiting and len(waiting) == before:  # a pass that started nothing, with nothing in flight
+                    stuck = ", ".join(f"{s.run.method} seed {s.run.seed}" for s in waiting)
+                    raise MtkdError(f"study runs wait for teachers that are not planned: {stuck}")
                 continue
             (ref,), _ = ray.wait(list(running), num_returns=1)
             step, start = running.pop(ref)
