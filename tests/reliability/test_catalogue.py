@@ -279,3 +279,28 @@ def test_eval_accepts_a_run_folder_as_teachers_do(inputs, tmp_path):
     (run / "checkpoints" / "best.ckpt").write_bytes((inputs / "good.ckpt").read_bytes())
     module, config = module_from_checkpoint(str(run), ["data.batch_size=2"])
     assert config["data"]["batch_size"] == 2 and set(module.model.tasks) == {"semseg", "depth"}
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """An empty read-only file system (a tmpfs mounted ``ro``: read-only for root too; skipped where the test
+    cannot mount one)."""
+    import subprocess
+
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+@pytest.mark.parametrize("command", [
+    [*TRAIN, "out_dir={ro}/runs"],
+    ["predict", "{in}/good.ckpt", "{in}/x.png", "--out", "{ro}/pred"],
+    ["export", "{in}/good.ckpt", "--out", "{ro}/export"],
+])
+def test_a_real_read_only_folder_is_one_line(inputs, read_only, sandbox, capsys, command):
+    argv = [a.replace("{in}", str(inputs)).replace("{ro}", str(read_only)) for a in command]
+    refused(capsys, [sandbox, inputs, read_only], argv,
+            rf"{read_only}/\w+.*Read-only file system")
