@@ -257,11 +257,19 @@ def test_nashmtl_zero_gradient_task_and_opposite_gradients():
     assert torch.isfinite(w.last_weights).all()
 
 
-def test_nashmtl_update_weights_every_refused_when_not_positive():
+def test_update_every_refused_when_not_positive_or_not_a_weight_method():
     from mtkd.errors import MtkdError
 
-    with pytest.raises(MtkdError, match="update_weights_every"):
+    with pytest.raises(MtkdError, match="update_every"):
         W.get("nashmtl", update_weights_every=0)
+    with pytest.raises(MtkdError, match="update_every"):
+        W.get("mgda", update_every=1.5)
+    with pytest.raises(MtkdError, match="not both"):
+        W.get("nashmtl", update_every=2, update_weights_every=3)
+    with pytest.raises(MtkdError, match="update_every"):
+        W.get("gradvac", groups="tensor", update_every=2)
+    with pytest.raises(MtkdError, match="unknown option"):
+        W.get("graddrop", update_every=2)  # no task weights to hold
 
 
 # ---------------------------------------------------------------- GradDrop

@@ -80,6 +80,8 @@ class Weighting(nn.Module):
     family: ClassVar[str] = ""
     supports_rep_grad: ClassVar[bool] = False
     needs_tasks: ClassVar[bool] = False
+    #: the method's update is Σ_t α_t g_t, so the option ``update_every`` (α held k steps) applies
+    holds_weights: ClassVar[bool] = False
     defaults: ClassVar[Mapping[str, Any]] = {}
 
     def __init__(self, tasks: Sequence[str] = (), **options: Any):
@@ -87,6 +89,8 @@ class Weighting(nn.Module):
         valid = dict(self.defaults)
         if self.family == "gradient":
             valid.setdefault("rep_grad", False)
+        if self.holds_weights:
+            valid.setdefault("update_every", 1)
         unknown = sorted(set(options) - set(valid))
         if unknown:
             raise MtkdError(
@@ -237,8 +241,8 @@ class GradientWeighting(Weighting):
         raise NotImplementedError
 
     def held_weights(self) -> Tensor | None:
-        """Weights α (T,) to reuse at this step instead of computing per-task gradients (then the shared gradient is
-        Σ_t α_t g_t); None (default) computes them. Nash-MTL's ``update_weights_every`` uses it."""
+        """Weights α (T,) to reuse at this step instead of computing per-task gradients (then the step is a plain
+        backward of Σ_t α_t L_t); None (default) computes them. See :class:`GramWeighting`'s ``update_every``."""
         return None
 
     def backward(self, losses, *, extra=None, shared_params=(), rep=None, backward_fn=_default_backward):
@@ -257,19 +261,59 @@ def _gram(grads: Tensor) -> Tensor:
 class GramWeighting(GradientWeighting):
     """A gradient method whose direction is a linear combination ``d = Σ_t α_t g_t`` with α computed from the Gram
     matrix ``M = G Gᵀ`` (T×T) alone: MGDA, PCGrad, CAGrad, IMTL-G, Nash-MTL, GradVac, Aligned-MTL. The solvers run
-    in float64 on T×T, so they cost O(T²D) for M plus O(TD) for d, whatever D is, and α is exact for logging."""
+    in float64 on T×T, so they cost O(T²D) for M plus O(TD) for d, whatever D is, and α is exact for logging.
+
+    Option ``update_every`` = k (default 1, as Nash-MTL's authors' ``update_weights_every``): α is recomputed at
+    the steps 0, k, 2k, … of :meth:`backward`; in between the step is ONE plain backward of Σ_t α_t L_t + extra
+    with the last α (no per-task gradients): the shared parameters get Σ_t α_t g_t as at a recomputation step,
+    task-specific ones α_t-scaled gradients (as in the authors' code). Under DDP α is the same on every process
+    (it came from the averaged G), so DDP's average is exact. The counter and α are checkpointed by the methods
+    that have an ``extra_state`` (Nash-MTL, PCGrad, GradVac); the others recompute α at a resumed run's first step.
+    """
+
+    holds_weights: ClassVar[bool] = True
+
+    def __init__(self, tasks: Sequence[str] = (), **options: Any):
+        super().__init__(tasks, **options)
+        k = self.opts["update_every"]
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise MtkdError(f"option update_every={k!r} of weighting {self.name!r} must be an integer ≥ 1")
+        self._step = 0  # backward calls since the start (recomputations and held steps)
+        self._held: Tensor | None = None
+
+    def held_weights(self) -> Tensor | None:
+        k = int(self.opts["update_every"])
+        if k == 1 or self._held is None or self._step % k == 0:
+            return None  # the plumbing computes G and calls combine, which counts the step
+        self._step += 1
+        self.last_weights = self._held
+        return self._held
 
     def alpha(self, gram: Tensor, losses: Tensor | None) -> Tensor:
         """Effective weights α (T,) in float64 from the Gram matrix (float64, CPU)."""
         raise NotImplementedError
 
+    def alpha_from_gram(self, gram: Tensor, losses: Tensor | None = None) -> Tensor:
+        """α from the Gram matrix G Gᵀ (any dtype/device), recorded for logging and ``update_every``."""
+        lv = None if losses is None else losses.detach().double().cpu().reshape(-1)
+        a = self.alpha(gram.detach().double().cpu(), lv)
+        self.last_weights = a
+        self._held = a
+        self._step += 1
+        return a
+
     def combine(self, grads: Tensor, *, losses: Tensor | None = None) -> Tensor:
         if grads.dim() != 2:
             raise MtkdError(f"{self.name}.combine expects a T×D matrix of task gradients, got shape {tuple(grads.shape)}")
-        lv = None if losses is None else losses.detach().double().cpu().reshape(-1)
-        a = self.alpha(_gram(grads), lv)
-        self.last_weights = a
+        a = self.alpha_from_gram(_gram(grads), losses)
         return a.to(grads.dtype).to(grads.device) @ grads
+
+    def _hold_state(self) -> dict[str, Any]:
+        return {"step": self._step, "held": self._held}
+
+    def _load_hold_state(self, state: Mapping[str, Any]) -> None:
+        self._step = int(state.get("step", 0))
+        self._held = state.get("held")
 
 
 class GeneratorMixin:
@@ -291,12 +335,16 @@ class GeneratorMixin:
     def get_extra_state(self) -> Any:
         state = {"generators": {k: g.get_state() for k, g in self.__dict__.get("_gens", {}).items()}}
         state.update(self._more_state())
+        if isinstance(self, GramWeighting):
+            state["hold"] = self._hold_state()
         return state
 
     def set_extra_state(self, state: Any) -> None:
         self.__dict__["_gens"] = {}
         self.__dict__["_pending_gen_state"] = dict(state.get("generators", {}))
         self._load_more_state(state)
+        if isinstance(self, GramWeighting):
+            self._load_hold_state(state.get("hold", {}))
 
     def _more_state(self) -> dict[str, Any]:
         return {}

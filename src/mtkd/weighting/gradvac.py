@@ -66,6 +66,8 @@ class GradVac(GeneratorMixin, GramWeighting):
     def __init__(self, tasks=(), **options):
         super().__init__(tasks, **options)
         self._choice("groups", ("whole", "tensor"))
+        if self.opts["groups"] == "tensor" and self.opts["update_every"] != 1:
+            raise MtkdError("gradvac groups='tensor' weighs each tensor differently, so update_every must be 1")
         self.targets: Tensor | None = None  # φ̂
 
     def task_orders(self, T: int) -> list[list[int]]:

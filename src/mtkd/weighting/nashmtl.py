@@ -28,15 +28,14 @@ the equation for M/‖M‖_F instead, which rescales α by ‖M‖_F^{1/2} (‖d
 shared parameters after their backward (theirs also clips the rest of the shared gradient, e.g. a distillation
 term; mtkd clips the task direction only).
 
-``update_weights_every`` = k (authors' option, default 1): α is recomputed at steps 0, k, 2k, … and the last α is
-reused in between, as the authors do. At an in-between step the plumbing skips the T per-task gradients: one
-backward of Σ_t (α_t − 1) L_t to the shared parameters gives the correction, then the usual backward, so the
-shared parameters still get Σ_t α_t g_t and task-specific ones their plain gradients (2 passes instead of T + 1).
-The step counter and the held α are checkpointed. Not done: the authors' sequential-convex refinement (Newton
-solves the same equation to 1e-10; theirs stops at ‖Mα − 1/α‖ < 1e-3 on the normalised M or after 20 rounds). The
-logged weights are α (after clipping, i.e. the effective weights).
+``update_weights_every`` = k (authors' option name, default 1) is an alias of every Gram method's ``update_every``
+(:class:`mtkd.weighting.base.GramWeighting`): α is recomputed at steps 0, k, 2k, … and the last α is reused in
+between with one plain backward of Σ_t α_t L_t, as the authors do. Not done: the authors' sequential-convex
+refinement (Newton solves the same equation to 1e-10; theirs stops at ‖Mα − 1/α‖ < 1e-3 on the normalised M or
+after 20 rounds). The logged weights are α (after clipping, i.e. the effective weights).
 
-Options: ``normalize`` = False, ``max_norm`` = 1.0, ``max_iter`` = 100, ``update_weights_every`` = 1.
+Options: ``normalize`` = False, ``max_norm`` = 1.0, ``max_iter`` = 100, ``update_every`` (alias
+``update_weights_every``) = 1.
 """
 
 from __future__ import annotations
@@ -100,27 +99,17 @@ def nash_weights(M: Tensor, max_iter: int = 100, rtol: float = 1e-10) -> Tensor:
 @WEIGHTINGS.register("nashmtl")
 class NashMTL(GramWeighting):
     name = "nashmtl"
-    defaults = {"normalize": False, "max_norm": 1.0, "max_iter": 100, "update_weights_every": 1}
+    defaults = {"normalize": False, "max_norm": 1.0, "max_iter": 100}
 
     def __init__(self, tasks=(), **options: Any):
+        k = options.pop("update_weights_every", None)  # the authors' name for update_every
+        if k is not None:
+            if options.get("update_every", k) != k:
+                raise MtkdError("weighting 'nashmtl': give update_every or its alias update_weights_every, not both")
+            options["update_every"] = k
         super().__init__(tasks, **options)
-        k = self.opts["update_weights_every"]
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise MtkdError(f"option update_weights_every={k!r} of weighting 'nashmtl' must be an integer ≥ 1")
-        self._step = 0
-        self._held: Tensor | None = None
-
-    def held_weights(self) -> Tensor | None:
-        """The α to reuse at this step without per-task gradients (None: compute them). Advances the counter."""
-        k = int(self.opts["update_weights_every"])
-        if k == 1 or self._held is None or self._step % k == 0:
-            return None
-        self._step += 1
-        self.last_weights = self._held
-        return self._held
 
     def alpha(self, gram: Tensor, losses: Tensor | None) -> Tensor:
-        self._step += 1
         scale = float(torch.linalg.norm(gram)) if self.opts["normalize"] else 1.0
         if scale <= 0:
             a = torch.zeros(gram.shape[0], dtype=gram.dtype)
@@ -131,12 +120,10 @@ class NashMTL(GramWeighting):
                 norm = max(float(a @ gram @ a), 0.0) ** 0.5
                 if norm > mx:
                     a = a * (mx / norm)
-        self._held = a
         return a
 
     def get_extra_state(self) -> Any:
-        return {"step": self._step, "held": self._held}
+        return self._hold_state()
 
     def set_extra_state(self, state: Any) -> None:
-        self._step = int(state.get("step", 0))
-        self._held = state.get("held")
+        self._load_hold_state(state)

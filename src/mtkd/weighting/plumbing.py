@@ -83,6 +83,12 @@ def gradient_backward(
     check_finite(losses, order, extra)
     L = _task_losses(method, losses, order)
     raw = torch.stack([losses[t].detach().reshape(()).double() for t in order])
+    held = method.held_weights()
+    if held is not None:  # update_every: a plain weighted backward with the last α
+        a = held.to(L[0].device, L[0].dtype)
+        total = sum(a[i] * L[i] for i in range(len(L)))
+        backward_fn(total if extra is None else total + extra)
+        return _weights(method, order)
     if method.opts.get("rep_grad"):
         return _rep_backward(method, order, L, raw, extra, rep, backward_fn)
 
@@ -91,9 +97,6 @@ def gradient_backward(
         raise MtkdError(
             f"gradient weighting {method.name!r} needs shared_params (the shared encoder's trainable parameters)"
         )
-    held = method.held_weights()
-    if held is not None:
-        return _held_backward(method, order, L, held, extra, params, backward_fn)
     G = per_task_grads(L, params)
     if distributed():
         buf = torch.cat([G, raw.to(G)[:, None]], dim=1)
@@ -113,24 +116,6 @@ def gradient_backward(
         n = p.numel()
         total = total + (p * offset[j : j + n].view_as(p).to(p.dtype)).sum()
         j += n
-    backward_fn(total)
-    return _weights(method, order)
-
-
-def _held_backward(method, order, L, alpha, extra, params, backward_fn) -> dict[str, float]:
-    """A step that reuses weights α chosen earlier (Nash-MTL's ``update_weights_every``): shared parameters get
-    Σ_t α_t g_t, task-specific ones their plain gradients, without the T per-task gradients. The correction
-    c = ∂Σ_t (α_t − 1) L_t/∂θ_shared (one pass) enters the ordinary backward as ⟨θ, stopgrad(c)⟩; under DDP the
-    reducer averages it like every other term (avg_p of Σ_t α_t g_t,p, exact)."""
-    a = alpha.to(L[0].device, L[0].dtype)
-    corr = sum((a[i] - 1) * L[i] for i in range(len(L)))
-    cs = torch.autograd.grad(corr, params, retain_graph=True, allow_unused=True) if corr.requires_grad else []
-    total = sum(L)
-    if extra is not None:
-        total = total + extra
-    for p, c in zip(params, cs):
-        if c is not None:
-            total = total + (p * c.detach()).sum()
     backward_fn(total)
     return _weights(method, order)
 
