@@ -242,3 +242,13 @@ def test_warmup_leaves_the_student_and_its_optimizer_untouched(tmp_path):
     assert all(torch.equal(student[k], initial[k]) for k in weights)  # weight decay did not touch it either
     stl = [k for k in ckpt["state_dict"] if k.startswith("distiller.stl.") and k.endswith("weight")]
     assert stl  # while the single-task networks did train (checked against their init elsewhere)
+
+
+def test_okd_single_task_nets_ignore_the_students_architecture_options(tmp_path):
+    """An ATRC student (arch_options.preset) gets plain shared-encoder single-task nets, which take no preset."""
+    cfg = okd_cfg(tmp_path, "model.arch=atrc", "model.arch_options={preset: global}", "distill.options={afd: false}")
+    module = MultiTaskModule(OmegaConf.to_container(cfg, resolve=True), {"semseg": 8, "depth": 1})
+    assert type(module.model).__name__ == "ATRC"
+    assert all(type(net).__name__ == "MultiTaskModel" for net in module.distiller.stl.values())
+    losses, kd = step(module, make_batch())
+    assert set(losses) == {"semseg", "depth"} and all(torch.isfinite(v) for v in kd.values())

@@ -123,7 +123,9 @@ class OKDDistiller(Distiller):
 
     def _build_stl(self, model_config, task_channels, stl_backbone, stl_checkpoints) -> dict[str, MultiTaskModel]:
         if stl_checkpoints is None:
-            m = {**model_config, "arch": "shared", "backbone": stl_backbone or model_config["backbone"]}
+            # plain shared-encoder nets: the student's architecture options (ATRC's preset, ...) do not apply
+            m = {**model_config, "arch": "shared", "arch_options": {},
+                 "backbone": stl_backbone or model_config["backbone"]}
             return {t: build_model_from_config(m, {t: task_channels[t]}) for t in self.tasks}
         from mtkd.distill.teachers import resolve_checkpoint
         from mtkd.engine.checkpoint_io import load_model
