@@ -27,10 +27,10 @@ import argparse
 import time
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from mtkd.config import load_config, to_dict
 from mtkd.models import build_model_from_config
+from mtkd.report.cost import count_flops
 
 NYUD = {"semseg": 40, "depth": 1, "normal": 3, "edge": 1}
 PASCAL = {"semseg": 21, "parts": 7, "sal": 1, "normal": 3, "edge": 1}
@@ -71,23 +71,9 @@ def model_of(label: str, any_size: bool = False):
     return [build_model_from_config(cfg["model"], tasks)], SIZE[ds], cfg
 
 
-def _cpu_sdpa(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-    return sdpa_flop_count(query_shape, key_shape, value_shape)
-
-
-# FlopCounterMode has no formula for the CPU kernel of scaled_dot_product_attention (it counts 0): add it
-CPU_SDPA = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa}
-
-
 def flops(models, size) -> float:
     x = torch.randn(1, 3, *size)
-    total = 0
-    with torch.no_grad():
-        for m in models:
-            with FlopCounterMode(display=False, custom_mapping=CPU_SDPA) as counter:
-                m.eval()(x)
-            total += counter.get_total_flops()
-    return total / 1e9
+    return sum(count_flops(m.eval(), x) for m in models) / 1e9
 
 
 def saved_bytes(model, size, batch: int = 1) -> int:
