@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 import torch
+from torchmetrics import Metric
 
 from mtkd.errors import MtkdError
-from mtkd.tasks import get_task
+from mtkd.tasks import METRIC_DIRECTIONS, TASKS, get_task
 
 
 def test_semseg_loss_matches_numpy_over_labelled_pixels():
@@ -139,3 +140,43 @@ def test_edge_pos_weight_reaches_every_network_a_method_trains():
                          task_channels=channels, edge_pos_weight=0.7)
     for d in (okd, jd):
         assert d.specs["edge"].loss(pred, target).item() == pytest.approx(want, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_every_task_declares_every_fact(name):
+    """Adding a task to ``TASKS`` fails here until each fact the components derive from is declared."""
+    from mtkd.visualize import colorize, to_prediction
+
+    spec = TASKS[name]
+    assert spec.name == name and spec.kind in ("classes", "binary", "regression")
+    # channels: fixed for binary / regression tasks, from the data (the class count) for class tasks
+    assert (spec.channels is None) == (spec.kind == "classes")
+    assert spec.kind != "binary" or spec.channels == 1
+    c = spec.channels or 4
+    # loss: a scalar on a random prediction and a valid target of the task's layout
+    pred = torch.randn(2, c, 5, 6, requires_grad=True)
+    target = (torch.randint(0, c, (2, 5, 6)) if spec.kind == "classes" else
+              torch.rand(2, c, 5, 6) + (spec.kind == "regression") * 0.5)
+    loss = spec.loss(pred, target)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    # metrics, each with a declared direction; the monitors among them
+    assert spec.metric_classes and isinstance(spec.metrics(c), Metric)
+    directions = spec.directions
+    assert directions and all(isinstance(v, bool) for v in directions.values())
+    assert spec.monitor in directions and (spec.test_monitor or spec.monitor) in directions
+    assert METRIC_DIRECTIONS[name] == directions
+    # colouriser and prediction rule
+    assert spec.picture in ("classes", "depth", "normal", "gray")
+    array = to_prediction(name, pred[0].detach())
+    picture = colorize(name, array, num_classes=c if spec.kind == "classes" else None)
+    assert picture.dtype == np.uint8 and picture.shape == (5, 6, 3)
+    # flips: the negated channels exist
+    assert all(0 <= k < c for k in spec.flip_negates)
+
+
+def test_metric_directions_are_derived_from_the_metric_classes():
+    from mtkd.metrics import METRIC_DIRECTIONS as public
+
+    assert public is METRIC_DIRECTIONS
+    assert list(METRIC_DIRECTIONS["edge"]) == ["odsF", "oisF", "F@0.5"]  # the test split's benchmark first

@@ -99,6 +99,26 @@ class TaskSpec:
     #: called with the channels and the run's ``eval.<task>`` options; None: the same as ``metrics``
     test_metrics: Callable[..., Metric] | None = None
     test_monitor: str | None = None  # the test split's metric shown first (None: ``monitor``)
+    #: output channels when fixed by the task (depth 1, normal 3, edge / sal 1); None: the class count from the data
+    channels: int | None = None
+    #: the metric classes whose ``higher_is_better_by_key`` give this task's metric directions, in table order
+    #: (the test split's first: edge's odsF / oisF before the validation proxy F@0.5)
+    metric_classes: tuple[type, ...] = ()
+    #: how a picture shows it (``mtkd.visualize``): "classes" (palette), "depth" (colormap), "normal" (RGB of the
+    #: unit vector) or "gray" (probabilities)
+    picture: str = "gray"
+    #: label channels whose sign a horizontal flip negates (normal: x, as normals are x right / y up / z to camera)
+    flip_negates: tuple[int, ...] = ()
+    #: the label is a distance: a zoom by s divides it by s (multiplies it when the depth is disparity)
+    zoom_scales: bool = False
+
+    @property
+    def directions(self) -> dict[str, bool]:
+        """``{metric: higher_is_better}`` in table order, from the metric classes' declarations."""
+        out: dict[str, bool] = {}
+        for cls in self.metric_classes:
+            out.update(cls.higher_is_better_by_key)
+        return out
 
 
 def _semseg_metrics(channels: int) -> Metric:
@@ -127,13 +147,22 @@ def _saliency_metrics(channels: int) -> Metric:
 
 # Module-level functions only (no lambdas or closures): specs are pickled when DDP spawns processes.
 TASKS: dict[str, TaskSpec] = {
-    "semseg": TaskSpec("semseg", semseg_loss, _semseg_metrics, "mIoU", "classes"),
-    "depth": TaskSpec("depth", depth_loss, _depth_metrics, "abs_err"),
-    "normal": TaskSpec("normal", normal_loss, _normal_metrics, "mean"),
-    "edge": TaskSpec("edge", edge_loss, _edge_metrics, "F@0.5", "binary", _edge_test_metrics, "odsF"),
-    "sal": TaskSpec("sal", saliency_loss, _saliency_metrics, "maxF", "binary"),
-    "parts": TaskSpec("parts", semseg_loss, _semseg_metrics, "mIoU", "classes"),  # human parts: CE, mIoU
+    "semseg": TaskSpec("semseg", semseg_loss, _semseg_metrics, "mIoU", "classes",
+                       metric_classes=(SemsegMetrics,), picture="classes"),
+    "depth": TaskSpec("depth", depth_loss, _depth_metrics, "abs_err", channels=1,
+                      metric_classes=(DepthMetrics,), picture="depth", zoom_scales=True),
+    "normal": TaskSpec("normal", normal_loss, _normal_metrics, "mean", channels=3,
+                       metric_classes=(NormalMetrics,), picture="normal", flip_negates=(0,)),
+    "edge": TaskSpec("edge", edge_loss, _edge_metrics, "F@0.5", "binary", _edge_test_metrics, "odsF", channels=1,
+                     metric_classes=(BoundaryFromLogits, EdgeMetrics)),
+    "sal": TaskSpec("sal", saliency_loss, _saliency_metrics, "maxF", "binary", channels=1,
+                    metric_classes=(SaliencyFromLogits,)),
+    "parts": TaskSpec("parts", semseg_loss, _semseg_metrics, "mIoU", "classes",  # human parts: CE, mIoU
+                      metric_classes=(SemsegMetrics,), picture="classes"),
 }
+
+#: task → metric → higher is better, derived from the metric classes (``mtkd.metrics.METRIC_DIRECTIONS``)
+METRIC_DIRECTIONS: dict[str, dict[str, bool]] = {name: spec.directions for name, spec in TASKS.items()}
 
 
 def supervised_loss(spec: TaskSpec, pred: Tensor, target: Tensor, aux: Sequence[Tensor] = (),

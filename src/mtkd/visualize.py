@@ -19,10 +19,11 @@ import torch
 from matplotlib import colormaps
 from matplotlib.colors import to_rgb
 
-from mtkd.data.folder import CLASS_TASKS
 from mtkd.errors import MtkdError
 from mtkd.functional import unit_vectors
+from mtkd.tasks import TASKS, tasks_of_kind
 
+CLASS_TASKS = tasks_of_kind("classes")  # integer class maps (TaskSpec.kind)
 DEPTH_CMAP = "viridis"  # its darkest colour is purple, never the black of invalid depth
 _TAB20 = colormaps["tab20"].colors
 _BASE = [_TAB20[i] for i in range(0, 20, 2)] + [_TAB20[i] for i in range(1, 20, 2)]  # tab10, then its light shades
@@ -81,17 +82,18 @@ def colorize_gray(prob: np.ndarray) -> np.ndarray:
 def colorize(task: str, array: np.ndarray, num_classes: int | None = None, vmin: float | None = None,
              vmax: float | None = None) -> np.ndarray:
     """The picture of one task's array (see the module docstring); ``num_classes`` is needed for class tasks."""
-    if task in CLASS_TASKS:
+    if task not in TASKS:
+        raise MtkdError(f"no picture for task {task!r}")
+    picture = TASKS[task].picture  # the task's colouriser
+    if picture == "classes":
         if num_classes is None:
             raise MtkdError(f"colorize({task!r}) needs num_classes")
         return colorize_classes(array, num_classes)
-    if task == "depth":
+    if picture == "depth":
         return colorize_depth(array, vmin, vmax)
-    if task == "normal":
+    if picture == "normal":
         return colorize_normals(array)
-    if task in ("edge", "sal"):
-        return colorize_gray(array)
-    raise MtkdError(f"no picture for task {task!r}")
+    return colorize_gray(array)
 
 
 def to_prediction(task: str, logits: torch.Tensor) -> np.ndarray:
@@ -102,16 +104,17 @@ def to_prediction(task: str, logits: torch.Tensor) -> np.ndarray:
     """
     if logits.ndim != 3:
         raise MtkdError(f"to_prediction({task!r}) takes one C×H×W output, got shape {tuple(logits.shape)}")
+    if task not in TASKS:
+        raise MtkdError(f"no prediction rule for task {task!r}")
     logits = logits.detach().float().cpu()
-    if task in CLASS_TASKS:
+    spec = TASKS[task]
+    if spec.kind == "classes":
         return logits.argmax(0).numpy()
-    if task == "depth":
-        return logits[0].numpy()
-    if task == "normal":
-        return unit_vectors(logits, dim=0).permute(1, 2, 0).numpy()
-    if task in ("edge", "sal"):
+    if spec.kind == "binary":
         return torch.sigmoid(logits[0]).numpy()
-    raise MtkdError(f"no prediction rule for task {task!r}")
+    if spec.picture == "normal":
+        return unit_vectors(logits, dim=0).permute(1, 2, 0).numpy()
+    return logits[0].numpy()  # one-channel regression (depth)
 
 
 def add_legend(target, names: list[str], **kwargs):

@@ -36,11 +36,11 @@ from torch.utils.data import DataLoader
 from mtkd.data.folder import FolderDataset, check_depth_range, dataset_info
 from mtkd.data.transforms import MultiTaskAugment, Normalize
 from mtkd.errors import MtkdError
+from mtkd.tasks import TASKS
 
 __all__ = ["MultiTaskDataModule", "ROOMS_DEFAULTS"]
 
 ROOMS_DEFAULTS = {"n_train": 800, "n_test": 200, "height": 96, "width": 128, "seed": 0}
-_CHANNELS = {"depth": 1, "normal": 3, "edge": 1, "sal": 1}
 
 
 class MultiTaskDataModule(L.LightningDataModule):
@@ -237,7 +237,7 @@ class MultiTaskDataModule(L.LightningDataModule):
                 out[t] = (self.train_set.num_classes["parts"] if self.train_set is not None
                           else dataset_info(self.root)["num_classes"].get((self.folders or {}).get("parts", "parts")))
             else:
-                out[t] = _CHANNELS[t]
+                out[t] = TASKS[t].channels
         return out
 
     @property

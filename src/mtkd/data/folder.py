@@ -50,6 +50,7 @@ import numpy as np
 import torch
 
 from mtkd.errors import MtkdError, first_line
+from mtkd.tasks import TASKS, tasks_of_kind
 
 __all__ = ["DEFAULT_FOLDERS", "FolderDataset", "dataset_info", "read_npy_header"]
 
@@ -57,8 +58,7 @@ DEFAULT_FOLDERS: dict[str, str] = {
     "semseg": "label", "depth": "depth", "normal": "normal", "edge": "edge", "sal": "sal", "parts": "parts",
 }
 SPLITS = ("train", "val")
-CLASS_TASKS = ("semseg", "parts")  # integer class maps, -1 ignore
-_CHANNELS = {"depth": 1, "normal": 3, "edge": 1, "sal": 1}  # float maps: stored H×W or H×W×C
+CLASS_TASKS = tasks_of_kind("classes")  # integer class maps, -1 ignore (float maps: stored H×W or H×W×C)
 _NAME = re.compile(r"^(0|[1-9][0-9]*)\.npy$")
 
 
@@ -254,7 +254,7 @@ class FolderDataset(torch.utils.data.Dataset):
                 if tuple(lshape[:2]) != hw:
                     raise MtkdError(f"{q}: {task} map is {'×'.join(map(str, lshape[:2]))}, "
                                     f"image {p.name} is {hw[0]}×{hw[1]} (H×W must match)")
-                c = _CHANNELS.get(task, 1)
+                c = TASKS[task].channels or 1  # class maps: H×W
                 ok = len(lshape) == 2 and c == 1 or len(lshape) == 3 and lshape[2] == c
                 if not ok:
                     want = "H×W" if task in CLASS_TASKS else ("H×W or H×W×1" if c == 1 else f"H×W×{c}")

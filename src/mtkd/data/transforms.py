@@ -25,6 +25,8 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from mtkd.tasks import TASKS
+
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "MultiTaskAugment", "Normalize", "flip", "scale_crop"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -69,21 +71,23 @@ def scale_crop(sample: dict[str, Any], scale: float, top: int, left: int, dispar
             out[key] = F.interpolate(crop[None].float(), size=(h, w), mode="bilinear", align_corners=True)[0]
         else:
             out[key] = _nearest(crop, (h, w))
-            if key == "depth" and scale != 1.0:
+            if key in TASKS and TASKS[key].zoom_scales and scale != 1.0:
                 out[key] = out[key] * scale if disparity else out[key] / scale
     return out
 
 
 def flip(sample: dict[str, Any]) -> dict[str, Any]:
-    """Mirror every map left-right and negate the normal's x component."""
+    """Mirror every map left-right and negate the channels its task declares (``TaskSpec.flip_negates``)."""
     out = dict(sample)
     for key, x in sample.items():
         if key in _META or not torch.is_tensor(x):
             continue
         out[key] = torch.flip(x, dims=(-1,))
-        if key == "normal":
+        negate = TASKS[key].flip_negates if key in TASKS else ()
+        if negate:
             out[key] = out[key].clone()
-            out[key][0] = -out[key][0]
+            for c in negate:
+                out[key][c] = -out[key][c]
     return out
 
 

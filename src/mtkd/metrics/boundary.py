@@ -93,6 +93,8 @@ class BoundaryF(Metric):
     """
 
     full_state_update = False
+    #: ``compute()``'s keys in table order → higher is better (torchmetrics' ``higher_is_better``, per key)
+    higher_is_better_by_key = {"odsF": True, "oisF": True}
     higher_is_better = True
 
     def __init__(self, max_dist: float = 0.011, thresholds: int | torch.Tensor = 99, thin: bool = True,

@@ -22,18 +22,18 @@ from mtkd.errors import MtkdError
 
 __all__ = ["METRIC_DIRECTIONS", "delta_m", "per_task_delta"]
 
-# task -> metric -> higher_is_better
-METRIC_DIRECTIONS: dict[str, dict[str, bool]] = {
-    "semseg": {"mIoU": True, "pAcc": True},
-    "depth": {"abs_err": False, "rel_err": False, "rmse": False, "log_rmse": False, "delta1": True},
-    "normal": {"mean": False, "median": False, "11.25": True, "22.5": True, "30": True},
-    "edge": {"odsF": True, "oisF": True, "F@0.5": True},  # odsF first: the benchmark; F@0.5 the validation proxy
-    "sal": {"maxF": True, "mIoU": True},
-    "parts": {"mIoU": True, "pAcc": True},
-}
+def __getattr__(name: str):
+    """``METRIC_DIRECTIONS`` (task -> metric -> higher_is_better) is owned by :mod:`mtkd.tasks`, derived from the metric
+    classes' ``higher_is_better_by_key``; read lazily as ``mtkd.tasks`` imports this package."""
+    if name == "METRIC_DIRECTIONS":
+        from mtkd.tasks import METRIC_DIRECTIONS
+        return METRIC_DIRECTIONS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _direction(task: str, metric: str, directions: Mapping[str, Mapping[str, bool]] | None) -> bool:
+    from mtkd.tasks import METRIC_DIRECTIONS
+
     for table in (directions, METRIC_DIRECTIONS):
         if table is not None and task in table and metric in table[task]:
             return bool(table[task][metric])

@@ -34,6 +34,9 @@ class DepthMetrics(Metric):
     "log_rmse", "delta1"}`` (NaN when no valid pixel was seen)."""
 
     full_state_update = False
+    #: ``compute()``'s keys in table order → higher is better (torchmetrics' ``higher_is_better``, per key)
+    higher_is_better_by_key = {"abs_err": False, "rel_err": False, "rmse": False, "log_rmse": False,
+                               "delta1": True}
 
     def __init__(self, min_depth: float = 0.0, max_depth: float | None = None, **kwargs):
         super().__init__(**kwargs)

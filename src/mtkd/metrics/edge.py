@@ -24,6 +24,8 @@ class EdgeMetrics(Metric):
     """``update(pred_logits, target)`` with B x 1 x H x W maps; ``compute()`` -> ``{"F@0.5": %}``."""
 
     full_state_update = False
+    #: ``compute()``'s keys in table order → higher is better (torchmetrics' ``higher_is_better``, per key)
+    higher_is_better_by_key = {"F@0.5": True}  # the default threshold's key
     higher_is_better = True
 
     def __init__(self, threshold: float = 0.5, **kwargs):

@@ -34,6 +34,8 @@ class NormalMetrics(Metric):
     "30"}`` (degrees, degrees, %, %, %; NaN when no valid pixel was seen)."""
 
     full_state_update = False
+    #: ``compute()``'s keys in table order → higher is better (torchmetrics' ``higher_is_better``, per key)
+    higher_is_better_by_key = {"mean": False, "median": False, "11.25": True, "22.5": True, "30": True}
 
     def __init__(self, bins: int = 36000, **kwargs):
         super().__init__(**kwargs)

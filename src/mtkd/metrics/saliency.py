@@ -34,6 +34,8 @@ class SaliencyMetrics(Metric):
     """``compute()`` -> ``{"maxF": %, "mIoU": %}``; states are summed counts (``dist_reduce_fx="sum"``)."""
 
     full_state_update = False
+    #: ``compute()``'s keys in table order → higher is better (torchmetrics' ``higher_is_better``, per key)
+    higher_is_better_by_key = {"maxF": True, "mIoU": True}
     higher_is_better = True
 
     def __init__(self, beta_squared: float = 0.3, thresholds: torch.Tensor | None = None, iou_threshold: float = 0.5,

@@ -33,6 +33,8 @@ class SemsegMetrics(Metric):
     """
 
     full_state_update = False
+    #: ``compute()``'s keys in table order → higher is better (torchmetrics' ``higher_is_better``, per key)
+    higher_is_better_by_key = {"mIoU": True, "pAcc": True}
     higher_is_better = True
 
     def __init__(self, num_classes: int, ignore_index: int = -1, **kwargs):
