@@ -11,6 +11,11 @@ through ``build_model_from_config``. FLOPs: PyTorch's ``FlopCounterMode`` on one
 mtkd.report.cost's convention). FlopCounterMode counts convolutions and matrix products only (no BN, activations,
 softmax or interpolation), as fvcore does. The single-task row is four single-task models (one per task).
 
+Input size: mtkd's NYUD-v2 runs are 480×640; ATRC's code (whose re-runs give seed 003's Table 1 numbers) feeds
+NYUD at 425×560 (its ``image_dims``), which mtkd's HRNet cannot take (timm's fuse layers need multiples of 32). The
+"@425×560" column scales our count by the pixel ratio 425·560 / (480·640) = 0.775 — exact for the convolutions,
+an over-estimate for PAP's n×n affinity products (they scale with the square): this is the column to compare.
+
 Why counts differ by more than 10 % from the published ones (the table prints the ratio):
 - MTI-Net: ours follows the authors' released code (Multi-Task-Learning-PyTorch, mti_net.py) with four tasks, every
   task also an auxiliary one: 17.96 M. The multi-modal distillation at 1/32 alone is 12 pairs × 2 × 144² × 9 = 4.5 M;
@@ -28,12 +33,15 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench_common import add_device_arg, describe_device
+
 from mtkd.config import load_config
 from mtkd.models import build_model_from_config
 
 TASKS = {"nyud": {"semseg": 40, "depth": 1, "normal": 3, "edge": 1},
          "pascal_context": {"semseg": 21, "parts": 7, "sal": 1, "normal": 3, "edge": 1}}
 SIZE = {"nyud": (480, 640), "pascal_context": (512, 512)}
+PUBLISHED_SIZE = {"nyud": (425, 560), "pascal_context": (512, 512)}  # ATRC's image_dims
 # seed 003 Table 1 (NYUD-v2, HRNet18): params (M), GFLOPs (G)
 PUBLISHED = {"nyud": {"st": (16.09, 40.93), "mt": (4.52, 17.59), "cross_stitch": (4.52, 17.59),
                       "pad_net": (5.02, 25.18), "pap_net": (4.54, 53.04), "psd": (4.71, 21.10),
@@ -48,14 +56,14 @@ def build(dataset: str, row: str, tasks: dict[str, int]):
     return build_model_from_config(model_cfg, tasks)
 
 
-def cost(model: torch.nn.Module, size, flops: bool) -> tuple[float, float | None]:
+def cost(model: torch.nn.Module, size, flops: bool, device: str = "cpu") -> tuple[float, float | None]:
     params = sum(p.numel() for p in model.parameters()) / 1e6
     if not flops:
         return params, None
-    model.eval()
+    model.eval().to(device)
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
-        model(torch.zeros(1, 3, *size))
+        model(torch.zeros(1, 3, *size, device=device))
     return params, counter.get_total_flops() / 2e9  # multiply-adds (GMAC)
 
 
@@ -64,24 +72,30 @@ def main(argv=None) -> int:
     ap.add_argument("--dataset", choices=sorted(TASKS), default="nyud")
     ap.add_argument("--params-only", action="store_true")
     ap.add_argument("--rows", nargs="*", default=ROWS)
+    add_device_arg(ap)
     a = ap.parse_args(argv)
+    print(describe_device(a.device))
     torch.set_num_threads(max(1, torch.get_num_threads()))
     tasks, size = TASKS[a.dataset], SIZE[a.dataset]
     pub = PUBLISHED[a.dataset]
     print(f"{a.dataset} at {size[0]}×{size[1]}, tasks {', '.join(tasks)}")
-    print(f"{'row':14s} {'params M':>9s} {'pub M':>7s} {'ratio':>6s} {'GMAC':>8s} {'pub G':>7s} {'ratio':>6s} {'s':>5s}")
+    scale = PUBLISHED_SIZE[a.dataset][0] * PUBLISHED_SIZE[a.dataset][1] / (size[0] * size[1])
+    at = "@{}×{}".format(*PUBLISHED_SIZE[a.dataset])
+    print(f"{'row':14s} {'params M':>9s} {'pub M':>7s} {'ratio':>6s} {'GMAC':>8s} {at:>9s} {'pub G':>7s} {'ratio':>6s}"
+          f" {'s':>5s}")
     for row in a.rows:
         t0 = time.time()
         if row == "st":
-            parts = [cost(build(a.dataset, row, {t: c}), size, not a.params_only) for t, c in tasks.items()]
+            parts = [cost(build(a.dataset, row, {t: c}), size, not a.params_only, a.device) for t, c in tasks.items()]
             p = sum(x[0] for x in parts)
             g = None if a.params_only else sum(x[1] for x in parts)
         else:
-            p, g = cost(build(a.dataset, row, tasks), size, not a.params_only)
+            p, g = cost(build(a.dataset, row, tasks), size, not a.params_only, a.device)
         pp, pg = pub.get(row, (None, None))
         fmt = lambda v, w: f"{v:{w}.2f}" if v is not None else " " * (w - 1) + "-"  # noqa: E731
         ratio = lambda x, y: f"{x / y:6.2f}" if x is not None and y else "     -"  # noqa: E731
-        print(f"{row:14s} {fmt(p, 9)} {fmt(pp, 7)} {ratio(p, pp)} {fmt(g, 8)} {fmt(pg, 7)} {ratio(g, pg)} "
+        gs = None if g is None else g * scale
+        print(f"{row:14s} {fmt(p, 9)} {fmt(pp, 7)} {ratio(p, pp)} {fmt(g, 8)} {fmt(gs, 9)} {fmt(pg, 7)} {ratio(gs, pg)} "
               f"{time.time() - t0:5.1f}", flush=True)
     return 0
 

@@ -11,7 +11,8 @@ from mtkd.errors import MtkdError
 from mtkd.models import ARCHITECTURES, build_model
 from mtkd.tasks import get_task, supervised_loss
 
-ARCHS = [a for a in ("pad_net", "mti_net", "atrc", "nddr_cnn", "pap_net", "psd") if a in ARCHITECTURES.names()]
+ARCHS = ["pad_net", "mti_net", "atrc", "nddr_cnn", "pap_net", "psd", "cross_stitch_hrnet"]
+NO_AUX = ("nddr_cnn", "cross_stitch_hrnet")  # no initial predictions: no deep supervision
 TASK_SETS = {
     3: {"semseg": 5, "depth": 1, "normal": 3},
     4: {"semseg": 5, "depth": 1, "normal": 3, "edge": 1},
@@ -57,7 +58,7 @@ def _losses(out, targets, aux_weight=1.0):
 
 
 def test_registered():
-    assert {"pad_net", "mti_net", "atrc"} <= set(ARCHS)
+    assert set(ARCHS) <= set(ARCHITECTURES.names())
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -74,7 +75,7 @@ def test_forward_backward_shapes_taps_and_partition(arch, n):
     assert any(k.startswith("initial.") or k.startswith("aux.") for k in taps)
     for name, (ch, _) in taps.items():
         assert out.features[name].shape[:2] == (2, ch), name
-    assert bool(out.aux) == (arch != "nddr_cnn"), "deep supervision: initial predictions in Output.aux"
+    assert bool(out.aux) == (arch not in NO_AUX), "deep supervision: initial predictions in Output.aux"
     for t, preds in out.aux.items():
         assert all(p.shape[:2] == (2, tasks[t]) for p in preds)
     sum(_losses(out, _targets(tasks)).values()).backward()
@@ -90,7 +91,7 @@ def _grad_names(m, loss):
     return {n for n, p in m.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
 
 
-@pytest.mark.parametrize("arch", [a for a in ARCHS if a != "nddr_cnn"])
+@pytest.mark.parametrize("arch", [a for a in ARCHS if a not in NO_AUX])
 def test_deep_supervision_reaches_the_initial_heads(arch):
     tasks = TASK_SETS[4]
     m = _model(arch, tasks, **({"preset": "nyud"} if arch == "atrc" else {}))
@@ -127,8 +128,7 @@ def test_short_training_lowers_every_task_loss(arch):
         opt.zero_grad()
         sum(losses.values()).backward()
         opt.step()
-    m.eval()
-    with torch.no_grad():
+    with torch.no_grad():  # still in train mode: BN running statistics are not settled after 15 steps
         last = {t: v.item() for t, v in _losses(m(x), y).items()}
     assert all(last[t] < first[t] for t in tasks), (first, last)
 
@@ -180,6 +180,9 @@ def test_hrnet_options_on_the_wrong_backbone_are_one_line():
     assert "\n" not in str(e.value)
     with pytest.raises(MtkdError, match="feature_location") as e:
         build_model("pad_net", "timm:resnet18", TASK_SETS[3], backbone_options={"feature_location": ""})
+    assert "\n" not in str(e.value)
+    with pytest.raises(MtkdError, match="on HRNet use arch cross_stitch_hrnet") as e:
+        build_model("cross_stitch", "hrnet18", TASK_SETS[3])
     assert "\n" not in str(e.value)
     with pytest.raises(MtkdError, match="own task heads"):
         build_model("atrc", "tiny", TASK_SETS[3], head="aspp")

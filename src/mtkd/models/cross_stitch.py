@@ -83,7 +83,8 @@ def stage_segments(backbone: Backbone) -> list[nn.Module]:
                 current = []
         return segments
     raise MtkdError(f"backbone {getattr(backbone, 'name', type(backbone).__name__)!r} cannot run stage by stage "
-                    "(cross_stitch needs a built-in CNN or a timm CNN whose features_only net is a module list)")
+                    "(cross_stitch needs a built-in CNN or a timm CNN whose features_only net is a module list; "
+                    "on HRNet use arch cross_stitch_hrnet, the units on the task branches)")
 
 
 # --- the model ---------------------------------------------------------------------------------------------------
