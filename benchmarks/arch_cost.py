@@ -16,12 +16,26 @@ NYUD at 425×560 (its ``image_dims``), which mtkd's HRNet cannot take (timm's fu
 "@425×560" column scales our count by the pixel ratio 425·560 / (480·640) = 0.775 — exact for the convolutions,
 an over-estimate for PAP's n×n affinity products (they scale with the square): this is the column to compare.
 
+Measured (NYUD, 480×640 → scaled to 425×560; published): MT 4.52 M / 17.30 G (4.52 / 17.59), ST 16.10 / 39.99
+(16.09 / 40.93), Cross-Stitch 4.52 / 17.30 (4.52 / 17.59), NDDR-CNN 4.59 / 18.37 (4.59 / 18.68), ATRC 5.04 / 24.13
+(5.06 / 25.76), PSD 4.57 / 17.53 (4.71 / 21.10), PAP 4.52 / 36.8 (4.54 / 53.04), PAD-Net 5.49 / 31.78
+(5.02 / 25.18), MTI-Net 17.96 / 22.00 (12.56 / 19.14). The baseline rows agree within 2 %, which also confirms
+that the published GFLOPs are multiply-adds at 425×560.
+
 Why counts differ by more than 10 % from the published ones (the table prints the ratio):
 - MTI-Net: ours follows the authors' released code (Multi-Task-Learning-PyTorch, mti_net.py) with four tasks, every
   task also an auxiliary one: 17.96 M. The multi-modal distillation at 1/32 alone is 12 pairs × 2 × 144² × 9 = 4.5 M;
   the published 12.56 M (ATRC's re-run, code not released) must use a lighter configuration we cannot see.
-- PAD-Net: +9 % (5.49 M vs 5.02 M) — the message/gate convolutions are 3×3 at the 67-channel task width, as the
-  authors' code; the published re-run's exact widths are not released.
+- PAD-Net: +9 % parameters, +26 % GMAC — the message/gate convolutions are 3×3 at the 67-channel task width at 1/4
+  (12 pairs × 2 × 67² × 9), as the authors' code; the published re-run's exact widths are not released.
+- MTI-Net GMAC +15 %: follows from the larger distillation / FPM modules above (they run at 1/8–1/32).
+- PAP: −31 % after the linear scaling, but the n×n affinity products scale with the square of the pixel count
+  (at 425×560 the exact count is lower still): our affinities are at 1/8 of the input, the reference's resolution
+  is not released; a finer affinity map (``arch_options.reduction: 1``) costs 16× more in those products.
+- PSD: −17 %: FlopCounterMode does not count the unfold-and-sum local diffusion (element-wise products), so the
+  pattern-structure propagation is missing from our count; its parameters agree within 3 %.
+- ATRC's local context (a CUDA kernel in the reference; ``F.unfold`` here) is not counted either; the searched
+  NYUD-v2 and PASCAL-Context presets use no local context, so their counts are complete.
 """
 
 from __future__ import annotations
