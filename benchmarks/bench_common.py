@@ -34,14 +34,37 @@ class FixedBatches(Dataset):
 class StepTimer(L.Callback):
     """Seconds between ``on_train_batch_start`` and ``on_train_batch_end`` (the whole training step)."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: str = "cpu") -> None:
         self.times: list[float] = []
+        self.device = device
 
     def on_train_batch_start(self, *args) -> None:
+        sync(self.device)
         self._t = time.perf_counter()
 
     def on_train_batch_end(self, *args) -> None:
+        sync(self.device)
         self.times.append(time.perf_counter() - self._t)
+
+
+def add_device_arg(ap) -> None:
+    """``--device {cpu,cuda}`` (default cpu), the same on every benchmark."""
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the timed work runs")
+
+
+def describe_device(device: str) -> str:
+    """One line naming the device (refuses cuda without a GPU); every benchmark prints it first."""
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda: no CUDA GPU is visible to torch")
+        return f"device: cuda ({torch.cuda.get_device_name()}, torch {torch.__version__}, CUDA {torch.version.cuda})"
+    return f"device: cpu ({torch.get_num_threads()} threads, torch {torch.__version__})"
+
+
+def sync(device: str) -> None:
+    """Wait for the device's queued work (timers around GPU work need it)."""
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def make_batch(b: int, h: int = 96, w: int = 128) -> dict[str, torch.Tensor]:
@@ -55,10 +78,12 @@ def config(*overrides: str) -> dict:
     return to_dict(load_config(None, ["optim.scheduler=none", *overrides]))
 
 
-def lightning_step_times(module: L.LightningModule, batch: dict, steps: int, warmup: int = 3) -> list[float]:
+def lightning_step_times(module: L.LightningModule, batch: dict, steps: int, warmup: int = 3,
+                         device: str = "cpu") -> list[float]:
     """Per-step seconds of ``module`` trained by a Lightning Trainer on ``batch`` repeated, after ``warmup`` steps."""
-    timer = StepTimer()
-    trainer = L.Trainer(max_steps=steps + warmup, accelerator="cpu", logger=False, enable_checkpointing=False,
+    timer = StepTimer(device)
+    trainer = L.Trainer(max_steps=steps + warmup, accelerator="gpu" if device == "cuda" else "cpu", devices=1,
+                        logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                         callbacks=[timer])
     trainer.fit(module, train_dataloaders=DataLoader(FixedBatches(batch, steps + warmup), batch_size=None))

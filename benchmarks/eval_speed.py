@@ -32,6 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "metrics"))
 import boundary_reference as old  # noqa: E402
+from bench_common import add_device_arg, describe_device  # noqa: E402
 
 from mtkd.metrics.boundary import BoundaryF, default_thresholds, image_counts  # noqa: E402
 
@@ -91,7 +92,10 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--old-thresholds", type=int, default=9, help="thresholds the old implementation runs (0: skip)")
     ap.add_argument("--json", type=Path)
+    add_device_arg(ap)
     args = ap.parse_args()
+    print(describe_device("cpu") + ("  (--device cuda: the boundary kernels are CPU code, nothing to put on the GPU)"
+                                    if args.device == "cuda" else ""))
     rows = bench(args.images, args.workers, args.old_thresholds)
     print(f"{'set':20} {'size':8} {'implementation':20} {'s/img wall':>10} {'s/img cpu':>10} {'projected min':>13}"
           f"  notes")

@@ -6,7 +6,9 @@ while it trains 3 steps in a fresh subprocess (CPU; includes the teachers and al
 models (KDAM: one "small" multi-task model; OKD-MTL trains its own three single-task networks, no frozen teacher).
 All methods are measured in one process on the same batch, alternating with the MTL step round by round.
 
-    python benchmarks/kd_overhead.py [--steps 20] [--rounds 2] [--batch 8] [--methods kd4mtl kd ...]
+    python benchmarks/kd_overhead.py [--steps 20] [--rounds 2] [--batch 8] [--methods kd4mtl kd ...] [--device cpu|cuda]
+
+On cuda the peak-memory column is not measured (the RSS subprocesses are CPU-only).
 """
 
 from __future__ import annotations
@@ -22,18 +24,23 @@ import warnings
 from pathlib import Path
 
 import torch
-from bench_common import TASKS, config, lightning_step_times, make_batch, peak_rss_kib, save_teacher
+from bench_common import (TASKS, add_device_arg, config, describe_device, lightning_step_times, make_batch, peak_rss_kib,
+                          save_teacher, sync)
 
 from mtkd.engine.module import MultiTaskModule
 
 METHODS = ("kd4mtl", "kd", "dist", "cwd", "fitnet", "kdam", "jointdistill", "okd")
 
 
-def teacher_forward_times(module: MultiTaskModule, batch: dict, steps: int) -> list[float]:
+def teacher_forward_times(module: MultiTaskModule, batch: dict, steps: int, device: str = "cpu") -> list[float]:
+    module.to(device)
+    image = batch["image"].to(device)
     times = []
     for _ in range(steps):
+        sync(device)
         t0 = time.perf_counter()
-        module.teachers(batch["image"])
+        module.teachers(image)
+        sync(device)
         times.append(time.perf_counter() - t0)
     return times
 
@@ -80,10 +87,12 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
     ap.add_argument("--no-memory", action="store_true", help="skip the per-method peak-memory subprocesses")
     ap.add_argument("--memory-worker", help=argparse.SUPPRESS)
+    add_device_arg(ap)
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     if args.memory_worker:
         return memory_worker(args.memory_worker, 3, args.batch)
+    print(describe_device(args.device))
     torch.manual_seed(0)
     batch = make_batch(args.batch)
     with tempfile.TemporaryDirectory() as tmp:
@@ -93,14 +102,14 @@ def main() -> None:
         kd_t: dict[str, list[float]] = {m: [] for m in modules}
         teach_t: dict[str, list[float]] = {m: [] for m in modules}
         for _ in range(args.rounds):
-            mtl_t += lightning_step_times(mtl, batch, args.steps)
+            mtl_t += lightning_step_times(mtl, batch, args.steps, device=args.device)
             for m, module in modules.items():
-                kd_t[m] += lightning_step_times(module, batch, args.steps)
+                kd_t[m] += lightning_step_times(module, batch, args.steps, device=args.device)
                 if module.teachers is not None:
-                    teach_t[m] += teacher_forward_times(module, batch, args.steps)
-    mem = {} if args.no_memory else {m: peak_memory(m, 3, args.batch) for m in ["mtl", *modules]}
+                    teach_t[m] += teacher_forward_times(module, batch, args.steps, args.device)
+    mem = {} if args.no_memory or args.device == "cuda" else {m: peak_memory(m, 3, args.batch) for m in ["mtl", *modules]}
     base = statistics.median(mtl_t)
-    print(f"device: cpu ({torch.get_num_threads()} threads), batch {args.batch}x3x96x128, tiny student, "
+    print(f"batch {args.batch}x3x96x128, tiny student, "
           f"{args.rounds}x{args.steps} steps each, medians")
     print(f"{'method':<13}{'step ms':>9}{'× MTL':>8}{'teachers ms':>13}{'× (MTL+teachers)':>18}{'peak MiB':>10}")
     print(f"{'mtl (ew)':<13}{base * 1e3:>9.1f}{1.0:>8.2f}{'':>31}{mem.get('mtl', float('nan')):>10.0f}")

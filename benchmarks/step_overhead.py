@@ -4,7 +4,7 @@ Same model, batch and optimizer; both measured in this process, alternating roun
 The mtkd step is timed between Lightning's ``on_train_batch_start`` and ``on_train_batch_end`` hooks, so data
 loading is excluded on both sides. Target ratio ≤ 1.05.
 
-    python benchmarks/step_overhead.py [--steps 30] [--rounds 3] [--batch 8] [--method ew]
+    python benchmarks/step_overhead.py [--steps 30] [--rounds 3] [--batch 8] [--method ew] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -15,14 +15,15 @@ import time
 import warnings
 
 import torch
-from bench_common import TASKS, config, lightning_step_times, make_batch
+from bench_common import TASKS, add_device_arg, config, describe_device, lightning_step_times, make_batch, sync
 
 from mtkd.engine.module import MultiTaskModule
 from mtkd.tasks import get_task
 
 
-def bare_step_times(module: MultiTaskModule, batch: dict, steps: int) -> list[float]:
-    model = module.model
+def bare_step_times(module: MultiTaskModule, batch: dict, steps: int, device: str = "cpu") -> list[float]:
+    model = module.model.to(device)
+    batch = {k: v.to(device) for k, v in batch.items()}
     specs = {t: get_task(t) for t in TASKS}
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
@@ -34,6 +35,7 @@ def bare_step_times(module: MultiTaskModule, batch: dict, steps: int) -> list[fl
         loss = sum(specs[t].loss(out.preds[t], batch[t]) for t in TASKS)
         loss.backward()
         opt.step()
+        sync(device)
         times.append(time.perf_counter() - t0)
     return times
 
@@ -44,17 +46,19 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--method", default="ew")
+    add_device_arg(ap)
     args = ap.parse_args()
+    print(describe_device(args.device))
     warnings.filterwarnings("ignore")
     torch.manual_seed(0)
     module = MultiTaskModule(config(f"weighting.name={args.method}"), TASKS)
     batch = make_batch(args.batch)
     bare, ours = [], []
     for _ in range(args.rounds):  # alternate so machine load hits both sides alike
-        bare += bare_step_times(module, batch, args.steps)[3:]
-        ours += lightning_step_times(module, batch, args.steps)
+        bare += bare_step_times(module, batch, args.steps, args.device)[3:]
+        ours += lightning_step_times(module, batch, args.steps, device=args.device)
     b, m = statistics.median(bare), statistics.median(ours)
-    print(f"device: cpu ({torch.get_num_threads()} threads), batch {args.batch}x3x96x128, tiny backbone, "
+    print(f"batch {args.batch}x3x96x128, tiny backbone, "
           f"{len(bare)} steps each")
     print(f"bare PyTorch step : {b * 1e3:8.1f} ms (median)")
     print(f"mtkd step ({args.method:>4}) : {m * 1e3:8.1f} ms (median)")

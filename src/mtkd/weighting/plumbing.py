@@ -32,6 +32,7 @@ is exact when every process has the same batch size (DistributedSampler pads to 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 
 import torch
@@ -51,13 +52,34 @@ def _task_losses(method: GradientWeighting, losses: dict[str, Tensor], order: Se
     return out
 
 
-def per_task_grads(task_losses: Sequence[Tensor], inputs: Sequence[Tensor]) -> Tensor:
+#: how :func:`per_task_grads` takes the T vector-Jacobian products: ``"loop"`` (T ``autograd.grad`` calls) or
+#: ``"batched"`` (one ``autograd.grad(..., is_grads_batched=True)``, vmap over the backward); same G. The one switch
+#: (environment variable MTKD_PER_TASK_GRADS); ``benchmarks/weighting_cost.py --grads`` measures both side by side.
+PER_TASK_GRADS = os.environ.get("MTKD_PER_TASK_GRADS", "loop")
+
+
+def per_task_grads(task_losses: Sequence[Tensor], inputs: Sequence[Tensor], mode: str | None = None) -> Tensor:
     """T×D matrix of ∂L_t/∂inputs (flattened, concatenated); zeros where a loss does not reach an input."""
+    mode = mode or PER_TASK_GRADS
+    if mode not in ("loop", "batched"):
+        raise MtkdError(f"MTKD_PER_TASK_GRADS={mode!r} must be 'loop' or 'batched'")
     sizes = [x.numel() for x in inputs]
     D = sum(sizes)
     ref = inputs[0]
     G = torch.zeros(len(task_losses), D, dtype=torch.float32 if ref.dtype in (torch.float16, torch.bfloat16)
                     else ref.dtype, device=ref.device)
+    live = [i for i, loss in enumerate(task_losses) if loss.requires_grad]
+    if mode == "batched" and len(live) > 1:
+        Ls = torch.stack([task_losses[i] for i in live])
+        eye = torch.eye(len(live), dtype=Ls.dtype, device=Ls.device)
+        gs = torch.autograd.grad(Ls, list(inputs), grad_outputs=eye, retain_graph=True, allow_unused=True,
+                                 is_grads_batched=True)
+        j = 0
+        for g, n in zip(gs, sizes):
+            if g is not None:
+                G[live, j : j + n] = g.reshape(len(live), -1).to(G.dtype)
+            j += n
+        return G
     for i, loss in enumerate(task_losses):
         if not loss.requires_grad:
             continue
