@@ -6,7 +6,7 @@ import torch
 
 from mtkd.config import load_config
 from mtkd.distill.teachers import TeacherSet
-from mtkd.engine.checkpoint_io import load_checkpoint
+from mtkd.checkpoints import load_checkpoint
 from mtkd.engine.module import MultiTaskModule
 from mtkd.engine.run import train
 from mtkd.errors import MtkdError
@@ -89,7 +89,7 @@ def test_bad_distillation_inputs_are_refused_before_training(teachers):
 def test_teacher_from_a_weights_file_and_its_model_config(teachers, tmp_path):
     from safetensors.torch import save_file
 
-    from mtkd.engine.checkpoint_io import load_model
+    from mtkd.checkpoints import load_model
 
     tmp, sources = teachers
     model, _ = load_model(f"{sources['semseg']}/checkpoints/best.ckpt")

@@ -36,7 +36,7 @@ def test_run_writes_results_and_checkpoints(finished):
     assert (run / "checkpoints" / "best.ckpt").exists() and (run / "checkpoints" / "last.ckpt").exists()
     assert (run / "config.yaml").exists() and res["parameters"] > 0 and res["steps"] == 2 * 4
     assert not list(run.rglob("*.tmp"))
-    from mtkd.engine.checkpoint_io import load_checkpoint
+    from mtkd.checkpoints import load_checkpoint
 
     assert load_checkpoint(run / "checkpoints" / "last.ckpt")["epoch"] == 1  # the latest epoch, best or not
 
@@ -68,7 +68,7 @@ def test_resumed_run_reaches_the_uninterrupted_weights(tmp_path):
     train(load_config(None, tiny(tmp_path, "name=cut", "trainer.max_epochs=1", *common)))
     (tmp_path / "runs" / "cut" / "results.json").unlink()
     train(load_config(None, tiny(tmp_path, "name=cut", "resume=true", *common)))
-    from mtkd.engine.checkpoint_io import load_checkpoint
+    from mtkd.checkpoints import load_checkpoint
 
     a = load_checkpoint(tmp_path / "runs" / "whole" / "checkpoints" / "last.ckpt")["state_dict"]
     b = load_checkpoint(tmp_path / "runs" / "cut" / "checkpoints" / "last.ckpt")["state_dict"]

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from mtkd.config import load_config
-from mtkd.engine.checkpoint_io import load_checkpoint
+from mtkd.checkpoints import load_checkpoint
 from mtkd.engine.run import train
 from mtkd.errors import MtkdError
 from mtkd.report.grid import prediction_grid

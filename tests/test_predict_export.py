@@ -9,7 +9,7 @@ from PIL import Image
 
 from mtkd.cli import main
 from mtkd.config import load_config
-from mtkd.engine.checkpoint_io import load_checkpoint, load_model
+from mtkd.checkpoints import load_checkpoint, load_model
 from mtkd.engine.run import train
 from mtkd.errors import MtkdError
 from mtkd.export import export, load_exported

@@ -27,7 +27,7 @@ from torch import nn
 import mtkd
 from mtkd.atomic import atomic_path, write_atomic
 from mtkd.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from mtkd.engine.checkpoint_io import load_model, state_dict_mismatch
+from mtkd.checkpoints import load_model, state_dict_mismatch
 from mtkd.errors import MtkdError, first_line
 from mtkd.paths import output_folder
 from mtkd.predict import class_names, training_size

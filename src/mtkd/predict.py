@@ -35,7 +35,7 @@ from mtkd.data.datamodule import MultiTaskDataModule
 from mtkd.data.folder import DEFAULT_FOLDERS, dataset_info
 from mtkd.data.input_size import input_size
 from mtkd.data.transforms import Normalize
-from mtkd.engine.checkpoint_io import load_model
+from mtkd.checkpoints import load_model
 from mtkd.errors import MtkdError, first_line
 from mtkd.paths import inside, output_folder
 from mtkd.visualize import CLASS_TASKS, add_legend, colorize, to_prediction

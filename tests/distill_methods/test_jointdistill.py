@@ -13,7 +13,7 @@ from mtkd.engine.module import MultiTaskModule
 from mtkd.distill import build_distiller
 from mtkd.distill.feedback import FeedbackWeights
 from mtkd.distill.losses import kd_loss, prediction_loss
-from mtkd.engine.checkpoint_io import load_checkpoint
+from mtkd.checkpoints import load_checkpoint
 from mtkd.engine.run import train
 from mtkd.errors import MtkdError
 from mtkd.models import Output

@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from mtkd.config import load_config
 from mtkd.distill.okd import OKDDistiller
 from mtkd.distill.otw import otw_weights
-from mtkd.engine.checkpoint_io import load_checkpoint
+from mtkd.checkpoints import load_checkpoint
 from mtkd.engine.module import MultiTaskModule
 from mtkd.engine.run import train
 from mtkd.errors import MtkdError

@@ -213,7 +213,7 @@ def test_atrc_trains_through_the_engine_reloads_and_is_a_kdam_student(tmp_path):
     """rooms/mtl_atrc through `train` (deep supervision in the engine's loss), its checkpoint reloads to the same
     predictions, and KDAM distils into an ATRC student from that run as the teacher."""
     from mtkd.config import load_config
-    from mtkd.engine.checkpoint_io import load_model
+    from mtkd.checkpoints import load_model
     from mtkd.engine.run import train
     from mtkd.testing import tiny_run_overrides
 

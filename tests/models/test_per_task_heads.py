@@ -162,7 +162,7 @@ def okd_vit_run(tmp_path_factory):
 
 
 def test_okd_vit_recipe_trains_with_per_task_heads(okd_vit_run):
-    from mtkd.engine.checkpoint_io import read_training_checkpoint
+    from mtkd.checkpoints import read_training_checkpoint
 
     assert set(okd_vit_run["test"]) == set(TASKS)
     ckpt, hparams = read_training_checkpoint(okd_vit_run["best_checkpoint"])
@@ -174,7 +174,7 @@ def test_okd_vit_recipe_trains_with_per_task_heads(okd_vit_run):
 
 def test_mixed_head_checkpoint_reloads_with_identical_outputs(okd_vit_run):
     """``load_model`` rebuilds the trained model the way the LightningModule built it: same outputs."""
-    from mtkd.engine.checkpoint_io import load_model, read_training_checkpoint
+    from mtkd.checkpoints import load_model, read_training_checkpoint
     from mtkd.engine.module import MultiTaskModule
 
     ckpt, hparams = read_training_checkpoint(okd_vit_run["best_checkpoint"])

@@ -237,7 +237,7 @@ def full_disk(tmp_path):
 def test_a_real_full_disk_names_the_file_and_leaves_no_tmp(full_disk):
     from mtkd.atomic import write_atomic
     from mtkd.cli import user_error
-    from mtkd.engine.checkpoint_io import AtomicCheckpointIO
+    from mtkd.checkpoints import AtomicCheckpointIO
 
     writes = {"last.ckpt": lambda p: AtomicCheckpointIO().save_checkpoint({"w": torch.zeros(100_000)}, p),
               "depth.npy": lambda p: write_atomic(p, lambda f: np.save(f, np.zeros(100_000)))}

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from mtkd.cli import main
-from mtkd.engine.checkpoint_io import load_checkpoint
+from mtkd.checkpoints import load_checkpoint
 from mtkd.errors import MtkdError
 from mtkd.lock import LOCK, FolderLock
 from mtkd.testing import tiny_run_overrides

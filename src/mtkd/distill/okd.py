@@ -128,7 +128,7 @@ class OKDDistiller(Distiller):
                  "backbone": stl_backbone or model_config["backbone"]}
             return {t: build_model_from_config(m, {t: task_channels[t]}) for t in self.tasks}
         from mtkd.distill.teachers import resolve_checkpoint
-        from mtkd.engine.checkpoint_io import load_model
+        from mtkd.checkpoints import load_model
 
         sources = dict(stl_checkpoints)
         if stl_backbone is not None:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mtkd.engine.checkpoint_io import load_checkpoint, load_model, state_dict_mismatch
+from mtkd.checkpoints import load_checkpoint, load_model, state_dict_mismatch
 from mtkd.errors import MtkdError
 from mtkd.models import MultiTaskModel, Output, build_model_from_config
 

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mtkd.config import apply_overrides
-from mtkd.engine.checkpoint_io import read_training_checkpoint, state_dict_mismatch
+from mtkd.checkpoints import read_training_checkpoint, state_dict_mismatch
 from mtkd.engine.module import MultiTaskModule
 from mtkd.engine.run import build_datamodule, nest
 from mtkd.errors import MtkdError

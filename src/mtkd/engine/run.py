@@ -24,7 +24,7 @@ import mtkd
 from mtkd.atomic import write_json, write_text
 from mtkd.config import to_dict
 from mtkd.data.datamodule import MultiTaskDataModule
-from mtkd.engine.checkpoint_io import AtomicCheckpointIO, load_checkpoint
+from mtkd.checkpoints import AtomicCheckpointIO, load_checkpoint
 from mtkd.engine.module import MultiTaskModule
 from mtkd.engine.progress import ProgressBar
 from mtkd.errors import MtkdError

@@ -20,7 +20,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from mtkd.data.input_size import input_size
-from mtkd.engine.checkpoint_io import load_model
+from mtkd.checkpoints import load_model
 from mtkd.errors import MtkdError
 
 COST_VERSION = 3  # 2: one-thread latency; 3: CPU attention counted

@@ -30,7 +30,7 @@ from rich.console import Console
 
 from mtkd.data.datamodule import MultiTaskDataModule
 from mtkd.data.transforms import Normalize
-from mtkd.engine.checkpoint_io import load_model
+from mtkd.checkpoints import load_model
 from mtkd.errors import MtkdError
 from mtkd.atomic import write_atomic
 from mtkd.predict import class_names
