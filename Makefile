@@ -9,7 +9,7 @@ $(BIN)/mtkd: pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $(BIN)/mtkd
 
-.PHONY: demo test bench
+.PHONY: demo test bench bench-gpu
 demo: $(BIN)/mtkd
 	$(BIN)/mtkd demo
 
@@ -18,3 +18,10 @@ test: $(BIN)/mtkd
 
 bench: $(BIN)/mtkd
 	$(BIN)/python benchmarks/step_overhead.py
+	cd benchmarks && ../$(BIN)/python kd_overhead.py --no-memory
+	cd benchmarks && ../$(BIN)/python weighting_cost.py --grads
+	cd benchmarks && ../$(BIN)/python weighting_cost.py --methods mgda,imtl,nashmtl,cagrad,alignedmtl,upgrad,dualproj,pcgrad --update-every 4 --no-memory
+	cd benchmarks && ../$(BIN)/python eval_speed.py
+
+bench-gpu: $(BIN)/mtkd
+	bash benchmarks/gpu_suite.sh
