@@ -45,12 +45,12 @@ import sys
 import time
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from bench_common import add_device_arg, describe_device
 
 from mtkd.config import load_config
 from mtkd.models import build_model_from_config
+from mtkd.report.cost import count_flops
 
 TASKS = {"nyud": {"semseg": 40, "depth": 1, "normal": 3, "edge": 1},
          "pascal_context": {"semseg": 21, "parts": 7, "sal": 1, "normal": 3, "edge": 1}}
@@ -74,11 +74,8 @@ def cost(model: torch.nn.Module, size, flops: bool, device: str = "cpu") -> tupl
     params = sum(p.numel() for p in model.parameters()) / 1e6
     if not flops:
         return params, None
-    model.eval().to(device)
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model(torch.zeros(1, 3, *size, device=device))
-    return params, counter.get_total_flops() / 2e9  # multiply-adds (GMAC)
+    image = torch.zeros(1, 3, *size, device=device)
+    return params, count_flops(model.eval().to(device), image) / 2e9  # multiply-adds (GMAC)
 
 
 def main(argv=None) -> int:
