@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import typing
 from dataclasses import dataclass, field
@@ -166,6 +167,15 @@ DEFAULTS: dict[str, Any] = OmegaConf.to_container(OmegaConf.structured(RunConfig
 
 
 # ---------------------------------------------------------------------------------------------- schema access
+@functools.lru_cache(maxsize=None)
+def _schema() -> DictConfig:
+    """The schema with its defaults, built once (read-only; ``OmegaConf.merge`` copies it)."""
+    schema = OmegaConf.structured(RunConfig)
+    OmegaConf.set_readonly(schema, True)
+    return schema
+
+
+@functools.lru_cache(maxsize=None)
 def _fields(cls: type) -> dict[str, tuple[dataclasses.Field, Any]]:
     hints = typing.get_type_hints(cls)
     return {f.name: (f, hints[f.name]) for f in dataclasses.fields(cls)}
@@ -268,6 +278,7 @@ def _check_values(node: dict, cls: type = RunConfig, prefix: str = "") -> None:
                 raise _bad(key, value, _describe(m, tp))
 
 
+@functools.lru_cache(maxsize=1)
 def _cuda_count() -> int:
     import torch
 
@@ -326,7 +337,7 @@ def _merge(base: Any, layer: Any, where: str) -> Any:
 
 def _validated(layers: list[tuple[Any, str]], devices: bool = True) -> DictConfig:
     """Schema ← each (layer, where), checked; a plain (non-struct) DictConfig, interpolations kept."""
-    cfg = OmegaConf.structured(RunConfig)
+    cfg = _schema()
     for layer, where in layers:
         _check_layer(OmegaConf.to_container(layer), prefix="")
         cfg = _merge(cfg, layer, where)
