@@ -11,7 +11,10 @@ one process, interleaved step by step (so load from other processes hits every m
 runs in its own fresh subprocess and the growth of its peak resident set size (VmHWM from ``/proc/self/status``,
 ``resource`` ru_maxrss where /proc is missing) over warm-up + 2 steps is reported (tracemalloc cannot see torch's tensor allocations; RSS includes
 allocator caching, so CPU numbers are coarse). Gradient methods that support it are run twice:
-``param`` (gradients w.r.t. the shared parameters) and ``rep`` (w.r.t. the shared representation).
+``param`` (gradients w.r.t. the shared parameters) and ``rep`` (w.r.t. the shared representation). Methods with
+``update_every`` get a ``param/u<k>`` row (``--update-every``, default 4) timed over k consecutive steps, so each
+sample is the mean step of one cycle (one recomputation, k − 1 held steps); ``--batched`` adds ``param/batched``
+rows (per-task gradients by one batched backward).
 
 The model is mtkd's ``MultiTaskModel`` with the tiny backbone and mtkd's masked task losses.
 """
@@ -209,13 +212,16 @@ def main(argv=None):
         for _ in range(warmup):
             steps_of[c]()
     times = {c: [] for c in cfgs}
+    # an update_every=k row is timed over k consecutive steps (one recomputation + k−1 held steps), per step
+    cycle = {c: next((int(t[1:]) for t in c[1].split("/")[1:] if t.startswith("u")), 1) for c in cfgs}
     for _ in range(steps):
         for c in cfgs:
             sync(args.device)
             t0 = time.perf_counter()
-            steps_of[c]()
+            for _ in range(cycle[c]):
+                steps_of[c]()
             sync(args.device)
-            times[c].append(time.perf_counter() - t0)
+            times[c].append((time.perf_counter() - t0) / cycle[c])
     rows = []
     for c in cfgs:
         r = {"time_ms": 1000 * statistics.median(times[c]), "peak_mib": float("nan")}
