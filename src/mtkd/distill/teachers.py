@@ -1,4 +1,5 @@
-"""Frozen teachers: mtkd checkpoints loaded once, run in eval mode under ``no_grad`` (bf16 autocast on GPUs).
+"""Frozen teachers: mtkd checkpoints loaded once, run in eval mode under ``no_grad`` (bf16 autocast on GPUs, outputs
+returned in float32 so the distillation losses stay fp32; ``channels_last`` optional).
 
 ``no_grad`` rather than ``inference_mode``: KD losses keep teacher tensors in the student's graph as constants,
 which inference tensors cannot be. Teachers are held outside the LightningModule's submodules, so they are never
@@ -64,8 +65,11 @@ class TeacherSet(nn.Module):
     """The teachers of a run: ``{task: checkpoint | run folder | {weights, tasks, model}}``; tasks naming the same
     source share one model (one multi-task teacher)."""
 
-    def __init__(self, sources: dict[str, Any], bn_mode: str = "eval"):
+    def __init__(self, sources: dict[str, Any], bn_mode: str = "eval", bf16: bool | None = None,
+                 channels_last: bool = False):
         super().__init__()
+        self.bf16 = bf16  # None: bf16 autocast on GPUs that support it; outputs are returned in float32 either way
+        self.channels_last = channels_last
         if bn_mode not in ("eval", "train"):
             raise MtkdError(f"distill.teacher_bn must be 'eval' or 'train', got {bn_mode!r}")
         self.bn_mode = bn_mode
@@ -82,6 +86,8 @@ class TeacherSet(nn.Module):
                 raise MtkdError(f"teacher {path} does not predict task {task!r} (it predicts {', '.join(self.models[key].tasks)})")
             self.task_to_teacher[task] = key
         self.sources = {task: str(p) for task, p in paths.items()}
+        if channels_last:
+            self.models.to(memory_format=torch.channels_last)
         self.train()  # eval mode from the start (BN-train only when asked), not only once fitting begins
 
     def model_for(self, task: str) -> MultiTaskModel:
@@ -108,9 +114,21 @@ class TeacherSet(nn.Module):
     @torch.no_grad()
     def forward(self, image: torch.Tensor) -> dict[str, Output]:
         """``{task: Output}`` of the teacher providing each task (each teacher runs once)."""
-        use_bf16 = image.is_cuda and torch.cuda.is_bf16_supported()
+        use_bf16 = (image.is_cuda and torch.cuda.is_bf16_supported()) if self.bf16 is None else self.bf16
+        if self.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
         outs: dict[str, Any] = {}
         with torch.autocast(device_type=image.device.type, dtype=torch.bfloat16, enabled=use_bf16):
             for key, model in self.models.items():
                 outs[key] = model(image)
+        if use_bf16:  # the distillation losses run in float32
+            outs = {k: _to_float32(o) for k, o in outs.items()}
         return {task: outs[key] for task, key in self.task_to_teacher.items()}
+
+
+def _to_float32(out: Output) -> Output:
+    def f(t):
+        return t.float() if torch.is_tensor(t) and t.is_floating_point() else t
+
+    return Output({k: f(v) for k, v in out.preds.items()}, {k: f(v) for k, v in out.features.items()},
+                  {k: tuple(f(x) for x in v) for k, v in out.aux.items()})
