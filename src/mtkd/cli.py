@@ -11,6 +11,7 @@ import argparse
 import errno
 import itertools
 import logging
+import os
 import sys
 import warnings
 
@@ -215,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
         _dispatch(args)
+    except BrokenPipeError:  # `mtkd recipes | head`: the reader left; not an error (Python's documented remedy)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (MtkdError, OSError) as err:
         message = user_error(err)
         if args.traceback or message is None:
