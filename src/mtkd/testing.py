@@ -80,3 +80,25 @@ def refused(capsys, roots, argv: list[str], match: str) -> str:
     assert re.search(match, lines[0]), lines[0]
     assert [snapshot(r) for r in roots] == before
     return lines[0]
+
+
+def random_targets(tasks: dict[str, int], n: int = 2, hw: tuple[int, int] = (32, 48),
+                   binary_above: dict[str, float] | None = None) -> dict:
+    """Seeded random labels for ``tasks`` ({task: channels}) in the engine's formats: class indices, positive depth,
+    unit normals, and 0/1 maps for binary tasks (a pixel is 1 where a uniform draw exceeds ``binary_above[task]``,
+    default 0.7)."""
+    import torch
+
+    g = torch.Generator().manual_seed(1)
+    above = {"edge": 0.7, "sal": 0.7, **(binary_above or {})}
+    out = {}
+    for t, c in tasks.items():
+        if t in ("semseg", "parts"):
+            out[t] = torch.randint(0, c, (n, *hw), generator=g)
+        elif t == "depth":
+            out[t] = torch.rand(n, 1, *hw, generator=g) + 0.5
+        elif t == "normal":
+            out[t] = torch.nn.functional.normalize(torch.randn(n, 3, *hw, generator=g), dim=1)
+        else:
+            out[t] = (torch.rand(n, 1, *hw, generator=g) > above[t]).float()
+    return out

@@ -10,6 +10,7 @@ import torch
 from mtkd.errors import MtkdError
 from mtkd.models import ARCHITECTURES, build_model
 from mtkd.tasks import get_task, supervised_loss
+from mtkd.testing import random_targets
 
 ARCHS = ["pad_net", "mti_net", "atrc", "nddr_cnn", "pap_net", "psd", "cross_stitch_hrnet"]
 NO_AUX = ("nddr_cnn", "cross_stitch_hrnet")  # no initial predictions: no deep supervision
@@ -36,20 +37,7 @@ def _model(arch, tasks, **kw):
 
 
 def _targets(tasks, n=2, hw=HW):
-    g = torch.Generator().manual_seed(1)
-    out = {}
-    for t, c in tasks.items():
-        if t in ("semseg", "parts"):
-            out[t] = torch.randint(0, c, (n, *hw), generator=g)
-        elif t == "depth":
-            out[t] = torch.rand(n, 1, *hw, generator=g) + 0.5
-        elif t == "normal":
-            out[t] = torch.nn.functional.normalize(torch.randn(n, 3, *hw, generator=g), dim=1)
-        elif t == "edge":
-            out[t] = (torch.rand(n, 1, *hw, generator=g) > 0.8).float()
-        else:  # sal
-            out[t] = (torch.rand(n, 1, *hw, generator=g) > 0.5).float()
-    return out
+    return random_targets(tasks, n, hw, binary_above={"edge": 0.8, "sal": 0.5})
 
 
 def _losses(out, targets, aux_weight=1.0):

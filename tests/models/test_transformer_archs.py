@@ -13,6 +13,7 @@ from mtkd.distill import DISTILLERS, build_distiller
 from mtkd.errors import MtkdError
 from mtkd.models import build_model
 from mtkd.tasks import get_task, supervised_loss
+from mtkd.testing import random_targets
 
 SWIN = "timm:swin_tiny_patch4_window7_224"
 VIT = "timm:vit_small_patch16_384"
@@ -45,18 +46,7 @@ def _model(arch, tasks, backbone=SWIN, **kw):
 
 
 def _targets(tasks, n=2, hw=HW):
-    g = torch.Generator().manual_seed(1)
-    out = {}
-    for t, c in tasks.items():
-        if t in ("semseg", "parts"):
-            out[t] = torch.randint(0, c, (n, *hw), generator=g)
-        elif t == "depth":
-            out[t] = torch.rand(n, 1, *hw, generator=g) + 0.5
-        elif t == "normal":
-            out[t] = torch.nn.functional.normalize(torch.randn(n, 3, *hw, generator=g), dim=1)
-        else:  # edge, sal
-            out[t] = (torch.rand(n, 1, *hw, generator=g) > 0.7).float()
-    return out
+    return random_targets(tasks, n, hw)
 
 
 def _losses(out, targets, aux_weight=1.0):

@@ -23,19 +23,16 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from mtkd.weighting.base import WEIGHTINGS, GramWeighting
-from mtkd.weighting.dualcone import check_reg_eps, preference, project_weights
+from mtkd.weighting.base import WEIGHTINGS
+from mtkd.weighting.dualcone import preference, project_weights
+from mtkd.weighting.upgrad import UPGrad
 
 
 @WEIGHTINGS.register("dualproj")
-class DualProj(GramWeighting):
-    name = "dualproj"
-    supports_rep_grad = True
-    defaults = {"pref": None, "reg_eps": 0.0}
+class DualProj(UPGrad):
+    """UPGrad's options and checks; one projection of the preference-weighted mean instead of one per task."""
 
-    def __init__(self, tasks=(), **options):
-        super().__init__(tasks, **options)
-        check_reg_eps(self)
+    name = "dualproj"
 
     def alpha(self, gram: Tensor, losses: Tensor | None) -> Tensor:
         p = preference(self, gram.shape[0])
