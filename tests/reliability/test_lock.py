@@ -42,9 +42,15 @@ def holder(folder, seconds=60):
     return proc
 
 
+def _default_sigint() -> None:
+    """A test runner started in the background by a non-interactive shell (`make test &`, some CI) ignores SIGINT,
+    and children inherit that; restore the default so Python turns Ctrl-C into KeyboardInterrupt as in a terminal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def mtkd(*args, **kw):
     return subprocess.Popen([sys.executable, "-m", "mtkd.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint, **kw)
 
 
 def tree(root):
