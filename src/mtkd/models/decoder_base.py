@@ -153,7 +153,11 @@ class DecoderModel(nn.Module):
         raise NotImplementedError
 
     def decoder_taps(self) -> dict[str, tuple[int, int]]:
-        raise NotImplementedError
+        """The decoder's own taps; by default the HRNet decoders' ``initial.<t>`` and ``head.<t>`` (``self.channels``
+        wide, at the neck's reduction). Models with other taps override it."""
+        r = self.neck.reduction
+        return {**{f"initial.{t}": (self.channels, r) for t in self.tasks},
+                **{f"head.{t}": (self.channels, r) for t in self.tasks}}
 
     def shared_modules(self) -> list[nn.Module]:
         return []

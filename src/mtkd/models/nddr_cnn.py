@@ -72,10 +72,5 @@ class NDDRCNN(DecoderModel):
             preds[t] = self.final_logits[t](fused[t])
         return preds, {}
 
-    def decoder_taps(self):
-        r = self.neck.reduction
-        return {**{f"initial.{t}": (self.channels, r) for t in self.tasks},
-                **{f"head.{t}": (self.channels, r) for t in self.tasks}}
-
 
 __all__ = ["NDDRCNN", "NDDRLayer"]

@@ -48,10 +48,5 @@ class PADNet(DecoderModel):
             preds[t] = self.final_logits[t](distilled[t])
         return preds, {t: (initial[t],) for t in self.tasks}
 
-    def decoder_taps(self):
-        r = self.neck.reduction
-        return {**{f"initial.{t}": (self.channels, r) for t in self.tasks},
-                **{f"head.{t}": (self.channels, r) for t in self.tasks}}
-
 
 __all__ = ["PADNet"]

@@ -71,10 +71,5 @@ class PAPNet(DecoderModel):
             preds[t] = self.final_logits[t](d)
         return preds, {t: (initial[t],) for t in self.tasks}
 
-    def decoder_taps(self):
-        r = self.neck.reduction
-        return {**{f"initial.{t}": (self.channels, r) for t in self.tasks},
-                **{f"head.{t}": (self.channels, r) for t in self.tasks}}
-
 
 __all__ = ["PAPNet"]

@@ -92,10 +92,5 @@ class PSD(DecoderModel):
             preds[t] = self.final_logits[t](d)
         return preds, {t: (initial[t],) for t in self.tasks}
 
-    def decoder_taps(self):
-        r = self.neck.reduction
-        return {**{f"initial.{t}": (self.channels, r) for t in self.tasks},
-                **{f"head.{t}": (self.channels, r) for t in self.tasks}}
-
 
 __all__ = ["PSD", "local_affinity", "diffuse"]
